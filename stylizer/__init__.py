@@ -1,0 +1,32 @@
+"""Stylizer: restyle an image from a text prompt with CLIP- and VGG-guided DDIM diffusion.
+
+Library use::
+
+    from stylizer import StyleConfig, load_image, load_models, stylize
+
+    models = load_models("church-256")
+    config = StyleConfig(prompt="drawing with black ink").validated()
+    for frame in stylize(models, load_image("photo.jpg").image, config):
+        print(frame.step, frame.total, frame.losses)
+    frame.image.save("out.png")
+"""
+
+from .config import Limits, StyleConfig
+from .errors import ConfigError, InputError, ModelLoadError, StylizerError
+from .images import load_image
+from .models import PRESETS, load_models
+from .sampler import Frame, stylize
+
+__all__ = [
+    "ConfigError",
+    "Frame",
+    "InputError",
+    "Limits",
+    "ModelLoadError",
+    "PRESETS",
+    "StyleConfig",
+    "StylizerError",
+    "load_image",
+    "load_models",
+    "stylize",
+]

@@ -1,0 +1,160 @@
+"""Command line: ``python -m stylizer INPUT -p PROMPT -o OUTPUT`` and ``python -m stylizer download``.
+
+User errors (bad files, bad options, missing weights) exit with status 2 and one
+line on stderr; an unexpected failure exits with 1, also on one line unless
+``STYLIZER_DEBUG=1`` asks for the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from .config import GUIDANCE_MODES, START_MODES, ConfigError, Limits, StyleConfig
+from .errors import StylizerError
+
+# CLI flag -> StyleConfig field, for every knob the command line exposes.
+KNOB_FLAGS = {
+    "reference": "--reference",
+    "steps": "--steps",
+    "strength": "--strength",
+    "size": "--size",
+    "seed": "--seed",
+    "w_dir": "--w-dir",
+    "w_patch": "--w-patch",
+    "w_content": "--w-content",
+    "w_tv": "--w-tv",
+    "guidance_scale": "--guidance-scale",
+    "max_shift": "--max-shift",
+    "cfg_scale": "--cfg-scale",
+    "start": "--start",
+    "mode": "--mode",
+    "n_patches": "--patches",
+    "patch_size": "--patch-size",
+    "threshold": "--threshold",
+    "distortion": "--distortion",
+    "preview_every": "--preview-every",
+}
+SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but option errors become a :class:`ConfigError` (one line, exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The stylize command's argument parser."""
+    from .models import CLIP_MODELS, DEFAULT_PRESET, PRESETS
+
+    fields = {f.name: f for f in dataclasses.fields(StyleConfig)}
+    parser = _Parser(
+        prog="python -m stylizer",
+        description="Restyle an image from a text prompt with CLIP-guided DDIM diffusion. "
+        "Also: `python -m stylizer download [--model NAME]` fetches weights ahead of time.",
+    )
+    parser.add_argument("input", help="input image (PNG, JPEG, WebP, GIF, BMP, TIFF)")
+    parser.add_argument("-p", "--prompt", required=True, help="style text, e.g. 'drawing with black ink'")
+    parser.add_argument("-o", "--output", required=True, help="output image path (.png, .jpg, .webp, ...)")
+    parser.add_argument("--model", default=DEFAULT_PRESET, help=f"preset ({', '.join(PRESETS)}), diffusers folder or repo id (default: {DEFAULT_PRESET})")
+    parser.add_argument("--clip", choices=list(CLIP_MODELS), help="guidance CLIP (default: the preset's)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    parser.add_argument("--frames", metavar="GIF", help="also write the denoising trajectory as an animated GIF")
+    parser.add_argument("--json", action="store_true", help="print the output path, settings and final losses as JSON")
+    for name, flag in KNOB_FLAGS.items():
+        f = fields[name]
+        kind = type(f.default)
+        choices = {"start": START_MODES, "mode": GUIDANCE_MODES}.get(name)
+        default = "the preset's" if name == "size" else f.default
+        parser.add_argument(flag, dest=name, type=kind, choices=choices, default=None,
+                            help=f"{f.metadata.get('help', '')} (default: {default})")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv[:1] == ["download"]:
+            return _download(argv[1:])
+        return _stylize(build_parser().parse_args(argv))
+    except StylizerError as exc:
+        print(f"stylizer: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stylizer: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the last line of defence: one line, not a traceback
+        if os.environ.get("STYLIZER_DEBUG"):
+            raise
+        print(f"stylizer: internal error: {type(exc).__name__}: {exc} (set STYLIZER_DEBUG=1 for details)", file=sys.stderr)
+        return 1
+
+
+def _stylize(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .images import load_image, save_animation
+    from .models import load_models, resolve_preset
+    from .sampler import stylize
+
+    output = Path(args.output)
+    if output.suffix.lower() not in SAVE_FORMATS:
+        raise ConfigError(f"output {output} must end in one of {', '.join(SAVE_FORMATS)}")
+    if not output.parent.exists():
+        raise ConfigError(f"output folder {output.parent} does not exist")
+    preset = resolve_preset(args.model, args.clip)
+    knobs = {name: getattr(args, name) for name in KNOB_FLAGS if getattr(args, name) is not None}
+    knobs.setdefault("size", preset.size)
+    limits = Limits.from_env()
+    config = StyleConfig(prompt=args.prompt, **knobs).validated(limits)
+    loaded = load_image(args.input, limits)
+    for note in loaded.notes:
+        print(f"stylizer: note: {note}", file=sys.stderr)
+
+    models = load_models(args.model, args.device, args.clip)
+    if models.untrained:
+        print("stylizer: warning: the 'tiny' preset has random weights; its output is noise, for testing only", file=sys.stderr)
+    started = time.perf_counter()
+    frames = []
+    with tqdm(total=config.denoise_steps, desc="stylizing", unit="step", file=sys.stderr, leave=False) as bar:
+        for frame in stylize(models, loaded.image, config, on_step=lambda done, total: bar.update(1)):
+            frames.append(frame)
+    seconds = time.perf_counter() - started
+    result = frames[-1]
+    result.image.save(output, format=SAVE_FORMATS[output.suffix.lower()])
+    if args.frames:
+        save_animation([f.image for f in frames], args.frames)
+    if args.json:
+        report = {
+            "output": str(output),
+            "model": models.name,
+            "device": str(models.device),
+            "settings": config.to_dict(),
+            "losses": result.losses,
+            "seconds": round(seconds, 3),
+        }
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        print(f"stylizer: wrote {output} ({result.image.width}x{result.image.height}) in {seconds:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _download(argv: Sequence[str]) -> int:
+    from .models import CLIP_MODELS, DEFAULT_PRESET, PRESETS, load_models
+
+    parser = _Parser(prog="python -m stylizer download", description="Fetch every weight a preset needs into the local caches.")
+    parser.add_argument("--model", default=DEFAULT_PRESET, help=f"preset ({', '.join(PRESETS)}), diffusers folder or repo id")
+    parser.add_argument("--clip", choices=list(CLIP_MODELS), help="guidance CLIP (default: the preset's)")
+    args = parser.parse_args(argv)
+    models = load_models(args.model, "cpu", args.clip)
+    print(f"stylizer: {models.name} is ready (diffusion, CLIP {models.clip.name}, VGG16)", file=sys.stderr)
+    return 0

@@ -1,0 +1,139 @@
+"""Thin wrappers that turn CLIP and VGG16 into differentiable feature extractors.
+
+They own preprocessing (resize, normalisation) so that the losses see plain
+[0, 1] images, and they cache text embeddings per prompt.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# A subset of the ImageNet prompt templates CLIPstyler averages over.
+TEXT_TEMPLATES = (
+    "a bad photo of a {}.",
+    "a sculpture of a {}.",
+    "a photo of the hard to see {}.",
+    "a low resolution photo of the {}.",
+    "a rendering of a {}.",
+    "graffiti of a {}.",
+    "a cropped photo of the {}.",
+    "a tattoo of a {}.",
+    "a bright photo of a {}.",
+    "a photo of a clean {}.",
+    "a photo of a dirty {}.",
+    "a dark photo of the {}.",
+    "a drawing of a {}.",
+    "a painting of the {}.",
+    "a close-up photo of a {}.",
+    "a pixelated photo of the {}.",
+    "a sketch of the {}.",
+    "a jpeg corrupted photo of a {}.",
+    "a blurry photo of the {}.",
+    "a photo of the {}.",
+    "a good photo of the {}.",
+    "a rendition of the {}.",
+    "a plastic {}.",
+    "a photo of the large {}.",
+    "art of the {}.",
+    "a photo of a small {}.",
+    "a photo of a nice {}.",
+    "a photo of the weird {}.",
+    "a cartoon {}.",
+    "art of a {}.",
+    "a toy {}.",
+    "a {} in a video game.",
+    "{}",
+)
+
+
+class ClipEncoder(nn.Module):
+    """An open_clip model with differentiable image preprocessing and a text-embedding cache.
+
+    Args:
+        model: an open_clip ``CLIP`` model, in eval mode.
+        tokenizer: the matching open_clip tokenizer.
+        image_size: the vision tower's input side in px.
+        mean, std: the model's image normalisation.
+        name: a label for messages, e.g. ``"ViT-B-32/openai"``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Callable,
+        image_size: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        name: str,
+    ) -> None:
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.image_size = image_size
+        self.name = name
+        self.context_length = getattr(model, "context_length", 77)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self._text_cache: dict[str, torch.Tensor] = {}
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> (N, D) unit embeddings; resized to the model's input size."""
+        if images.shape[-2:] != (self.image_size, self.image_size):
+            images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True)
+        embeds = self.model.encode_image((images - self.mean) / self.std)
+        return F.normalize(embeds.float(), dim=-1)
+
+    @torch.no_grad()
+    def encode_text(self, text: str) -> torch.Tensor:
+        """(D,) unit embedding of ``text`` averaged over :data:`TEXT_TEMPLATES`; cached per text."""
+        if text not in self._text_cache:
+            device = self.mean.device
+            tokens = self.tokenizer([t.format(text) for t in TEXT_TEMPLATES]).to(device)
+            embeds = F.normalize(self.model.encode_text(tokens).float(), dim=-1).mean(dim=0)
+            self._text_cache[text] = F.normalize(embeds, dim=-1)
+        return self._text_cache[text]
+
+    def text_direction(self, prompt: str, reference: str) -> torch.Tensor:
+        """ΔT: the unit direction from the reference text to the style prompt."""
+        return F.normalize(self.encode_text(prompt) - self.encode_text(reference), dim=-1)
+
+    def count_tokens(self, text: str) -> int:
+        """How many BPE tokens ``text`` takes, start and end tokens included."""
+        encoder = getattr(self.tokenizer, "encode", None)
+        if encoder is None:
+            return 0
+        return len(encoder(text)) + 2
+
+
+class VggEncoder(nn.Module):
+    """VGG16 ``features`` truncated after conv5_2, returning the conv4_2 and conv5_2 activations.
+
+    Args:
+        features: a torchvision VGG16 ``features`` stack (or one with the same layer layout).
+    """
+
+    # Indices of conv4_2 and conv5_2 in torchvision's VGG16 ``features``.
+    LAYERS = (19, 26)
+
+    def __init__(self, features: nn.Sequential) -> None:
+        super().__init__()
+        self.features = features[: max(self.LAYERS) + 1].eval().requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """(N, 3, H, W) in [0, 1] -> [conv4_2, conv5_2] activations."""
+        x = (images - self.mean) / self.std
+        taps = []
+        for index, layer in enumerate(self.features):
+            x = layer(x)
+            if index in self.LAYERS:
+                taps.append(x)
+        return taps

@@ -1,0 +1,64 @@
+"""Fetching files from the Hugging Face Hub through its own cache (``HF_HOME``).
+
+When the Hub cannot be reached (or ``HF_HUB_OFFLINE=1``), every fetch reads the
+cache only, so an offline machine with a warm cache starts at once instead of
+retrying the network for each file.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+from pathlib import Path
+from typing import Sequence
+from urllib.parse import urlparse
+
+from huggingface_hub import constants, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError
+
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+@functools.lru_cache(maxsize=1)
+def hub_online() -> bool:
+    """True when the Hub may be used: not ``HF_HUB_OFFLINE`` and its host answers on port 443."""
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=HUB_PROBE_TIMEOUT_S).close()
+    except OSError:
+        return False
+    return True
+
+
+def fetch(repo_id: str, filename: str) -> Path:
+    """Path of ``filename`` from ``repo_id`` in the local cache, downloading it if needed and possible.
+
+    Raises:
+        EntryNotFoundError: the repo has no such file (``LocalEntryNotFoundError``:
+            it is not cached and the Hub cannot be reached).
+    """
+    return Path(hf_hub_download(repo_id, filename, local_files_only=not hub_online()))
+
+
+def fetch_first(repo_id: str, candidates: Sequence[str]) -> Path:
+    """Fetch the first of ``candidates`` that the repo has (e.g. safetensors before a .bin)."""
+    first_error: EntryNotFoundError | None = None
+    for name in candidates:
+        try:
+            return fetch(repo_id, name)
+        except EntryNotFoundError as exc:
+            first_error = first_error or exc
+    assert first_error is not None
+    raise first_error
+
+
+def offline_reason() -> str:
+    """Why the Hub is not used, for error messages (empty when it is online)."""
+    if hub_online():
+        return ""
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE"):
+        return "HF_HUB_OFFLINE is set and the files are not in the cache"
+    return f"the Hugging Face Hub ({constants.ENDPOINT}) cannot be reached and the files are not in the cache ({constants.HF_HUB_CACHE})"

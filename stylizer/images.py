@@ -1,0 +1,198 @@
+"""Image I/O: any upload to a clean RGB picture, pictures to tensors and back, frames to GIF.
+
+All decoding goes through :func:`load_image`, so the CLI, the API and the UI share
+one set of checks and one set of messages.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageCms, ImageOps, ImageSequence, UnidentifiedImageError
+
+from .config import Limits
+from .errors import InputError
+
+ImageSource = Union[str, os.PathLike, bytes, Image.Image]
+
+MIN_SIDE = 16
+MAX_ASPECT = 8.0
+_SRGB = ImageCms.createProfile("sRGB")
+
+
+@dataclass
+class LoadedImage:
+    """A decoded upload.
+
+    Attributes:
+        image: RGB picture, EXIF orientation applied, colour converted to sRGB.
+        notes: things the user should know (first frame of an animation used, ...).
+    """
+
+    image: Image.Image
+    notes: list[str] = field(default_factory=list)
+
+
+def load_image(source: ImageSource, limits: Limits | None = None) -> LoadedImage:
+    """Decode and normalise an image from a path, raw bytes or a PIL image.
+
+    Args:
+        source: file path, encoded bytes, or an already opened PIL image.
+        limits: byte and pixel caps; :meth:`Limits.from_env` when omitted.
+
+    Raises:
+        InputError: with a message that says what is wrong with the file.
+    """
+    limits = limits or Limits.from_env()
+    if isinstance(source, Image.Image):
+        return _normalise(source, limits)
+    data = _read_bytes(source, limits)
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise InputError("the file is not an image that can be read (expected PNG, JPEG, WebP, GIF, BMP or TIFF)") from None
+    except Image.DecompressionBombError:
+        raise InputError(f"the image claims more pixels than the limit of {limits.max_pixels:,}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"the image file is corrupt ({exc})") from None
+    return _normalise(img, limits)
+
+
+def _read_bytes(source: ImageSource, limits: Limits) -> bytes:
+    cap = int(limits.max_upload_mb * 1024 * 1024)
+    if isinstance(source, bytes):
+        data = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(f"no such image file: {path}")
+        if path.stat().st_size > cap:
+            raise InputError(f"the file is {path.stat().st_size / 2**20:.1f} MB; the limit is {limits.max_upload_mb:g} MB")
+        data = path.read_bytes()
+    if not data:
+        raise InputError("the image file is empty (0 bytes)")
+    if len(data) > cap:
+        raise InputError(f"the file is {len(data) / 2**20:.1f} MB; the limit is {limits.max_upload_mb:g} MB")
+    return data
+
+
+def _normalise(img: Image.Image, limits: Limits) -> LoadedImage:
+    notes: list[str] = []
+    width, height = img.size
+    # Checked on the header, before any pixel is decoded: this is what stops decompression bombs.
+    if width * height > limits.max_pixels:
+        raise InputError(f"the image is {width}x{height} = {width * height:,} pixels; the limit is {limits.max_pixels:,}")
+    if min(width, height) < MIN_SIDE:
+        raise InputError(f"the image is {width}x{height} px; each side needs at least {MIN_SIDE} px")
+    if max(width, height) / min(width, height) > MAX_ASPECT:
+        raise InputError(
+            f"the image is {width}x{height} px, an aspect ratio over {MAX_ASPECT:g}:1; crop it to something less extreme"
+        )
+    if getattr(img, "n_frames", 1) > 1:
+        notes.append(f"the image is animated ({img.n_frames} frames); the first frame was used")
+        img = next(iter(ImageSequence.Iterator(img)))
+    try:
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        rgb = _to_rgb(img, notes)
+    except Image.DecompressionBombError:
+        raise InputError(f"the image claims more pixels than the limit of {limits.max_pixels:,}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"the image file is truncated or corrupt ({exc})") from None
+    return LoadedImage(rgb, notes)
+
+
+def _to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
+    """Convert any PIL mode to 8-bit sRGB, compositing transparency onto white."""
+    icc = img.info.get("icc_profile")
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        img = _high_depth_to_l(img)
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    if icc and img.mode in ("RGB", "RGBA", "CMYK", "L"):
+        try:
+            source_profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            return ImageCms.profileToProfile(img, source_profile, _SRGB, outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            notes.append("the embedded colour profile could not be read; colours were used as stored")
+    try:
+        return img.convert("RGB")
+    except ValueError:
+        raise InputError(f"images in colour mode {img.mode!r} are not supported; save it as RGB PNG or JPEG") from None
+
+
+def _high_depth_to_l(img: Image.Image) -> Image.Image:
+    """Scale 16-bit, 32-bit integer and float images to 8-bit greyscale."""
+    arr = np.asarray(img, dtype=np.float64)
+    finite = arr[np.isfinite(arr)]
+    if finite.size == 0:
+        raise InputError("the image holds no finite pixel values")
+    if img.mode == "F":
+        lo, hi = (0.0, 1.0) if finite.min() >= 0 and finite.max() <= 1 else (finite.min(), finite.max())
+    else:
+        lo, hi = 0.0, 255.0 if finite.max() <= 255 else 65535.0
+    scaled = np.clip((np.nan_to_num(arr, nan=lo) - lo) / max(hi - lo, 1e-12), 0, 1)
+    return Image.fromarray((scaled * 255 + 0.5).astype(np.uint8), mode="L")
+
+
+def working_size(width: int, height: int, long_side: int, multiple: int) -> tuple[int, int]:
+    """The model's input size: long side = ``long_side``, both sides multiples of ``multiple``.
+
+    Args:
+        width, height: the picture's size.
+        long_side: target for the longer side (rounded down to ``multiple``).
+        multiple: the model's total downsampling factor.
+    """
+    scale = long_side / max(width, height)
+
+    def snap(x: float) -> int:
+        return max(multiple, int(round(x / multiple)) * multiple)
+
+    return snap(width * scale), snap(height * scale)
+
+
+def output_size(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """The result's size: long side ``long_side`` with the input's exact aspect ratio."""
+    scale = long_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def to_tensor(img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """PIL RGB -> float tensor of shape (1, 3, H, W) in [-1, 1], resized to ``size`` = (W, H)."""
+    resized = img.resize(size, Image.Resampling.LANCZOS) if img.size != size else img
+    arr = np.asarray(resized, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def to_pil(x: torch.Tensor, size: tuple[int, int] | None = None) -> Image.Image:
+    """Tensor (1, 3, H, W) or (3, H, W) in [-1, 1] -> PIL RGB on the CPU, optionally resized to (W, H)."""
+    x = x.detach()
+    if x.dim() == 4:
+        x = x[0]
+    if size is not None and (x.shape[-1], x.shape[-2]) != tuple(size):
+        x = F.interpolate(x[None].float(), size=(size[1], size[0]), mode="bicubic", align_corners=False, antialias=True)[0]
+    arr = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(arr, mode="RGB")
+
+
+def save_animation(frames: Sequence[Image.Image], path: str | os.PathLike, seconds_per_frame: float = 0.25) -> Path:
+    """Write frames as a looping animated GIF (the last frame held a little longer)."""
+    if not frames:
+        raise ValueError("no frames to animate")
+    path = Path(path)
+    size = frames[-1].size
+    same = [f if f.size == size else f.resize(size, Image.Resampling.LANCZOS) for f in frames]
+    durations = [int(seconds_per_frame * 1000)] * (len(same) - 1) + [int(seconds_per_frame * 4000)]
+    same[0].save(path, save_all=True, append_images=list(same[1:]), duration=durations, loop=0, optimize=False)
+    return path

@@ -1,0 +1,71 @@
+"""The per-job style objective: the four losses bound to one input image and one prompt.
+
+Built once per job, it caches what does not change between steps (the input's
+CLIP embedding and VGG features, the text direction) and evaluates only the
+terms whose weight is non-zero.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import losses
+from .config import StyleConfig
+from .encoders import ClipEncoder, VggEncoder
+
+TERMS = ("dir", "patch", "content", "tv")
+
+
+class StyleObjective:
+    """L = λ_dir·L_dir + λ_patch·L_patch + λ_c·L_content + λ_tv·L_tv for one job.
+
+    Args:
+        clip: guidance CLIP.
+        vgg: content-feature VGG16.
+        source: (1, 3, H, W) input image in [0, 1].
+        config: validated job settings (weights, patch settings, seed).
+    """
+
+    def __init__(self, clip: ClipEncoder, vgg: VggEncoder, source: torch.Tensor, config: StyleConfig) -> None:
+        self.clip = clip
+        self.vgg = vgg
+        self.config = config
+        self.weights = config.weights
+        self.crop_generator = torch.Generator().manual_seed(config.seed + 1)
+        with torch.no_grad():
+            self.delta_text = clip.text_direction(config.prompt, config.reference)
+            self.source_embed = clip.encode_images(source)
+            self.source_features = vgg(source)
+
+    @property
+    def active(self) -> tuple[str, ...]:
+        """Terms with a non-zero weight (the only ones that are computed while guiding)."""
+        return tuple(t for t in TERMS if self.weights[t] > 0 and (t != "patch" or self.config.n_patches > 0))
+
+    def terms(self, image: torch.Tensor, names: tuple[str, ...] = TERMS) -> dict[str, torch.Tensor]:
+        """Unweighted loss terms of ``image`` ((1, 3, H, W) in [0, 1]), for the requested names."""
+        cfg = self.config
+        out: dict[str, torch.Tensor] = {}
+        if "dir" in names:
+            out["dir"] = losses.directional_loss(self.clip.encode_images(image) - self.source_embed, self.delta_text).mean()
+        if "patch" in names and cfg.n_patches > 0:
+            crops = losses.random_perspective_crops(
+                image, cfg.n_patches, cfg.patch_size, self.clip.image_size, cfg.distortion, self.crop_generator
+            )
+            out["patch"] = losses.patch_directional_loss(
+                self.clip.encode_images(crops), self.source_embed, self.delta_text, cfg.threshold
+            )
+        if "content" in names:
+            out["content"] = losses.content_loss(self.vgg(image), self.source_features)
+        if "tv" in names:
+            out["tv"] = losses.total_variation(image)
+        return out
+
+    def weighted_sum(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Σ λ_k·term_k over the given terms."""
+        return sum(self.weights[name] * value for name, value in terms.items())
+
+    @torch.no_grad()
+    def measure(self, image: torch.Tensor) -> dict[str, float]:
+        """All four unweighted terms of ``image`` as floats (patch only when patches are on)."""
+        return {name: float(value) for name, value in self.terms(image).items()}

@@ -1,0 +1,185 @@
+"""The guided DDIM loop, as a generator of :class:`Frame` objects.
+
+For each step: predict ε, form x̂0, decode it to pixels, evaluate the style
+objective, take its gradient (through the UNet in ``full`` mode, on x̂0 alone in
+``fast`` mode), shift ε by √(1-ᾱ_t)·g and let diffusers' ``DDIMScheduler`` step.
+The loop knows nothing of the UI: callers iterate it and may stop at any frame.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+from diffusers import DDIMScheduler
+from PIL import Image
+
+from .config import StyleConfig
+from .images import output_size, to_pil, to_tensor, working_size
+from .models import Models
+from .objective import StyleObjective
+
+# Guidance gradients of mean-type losses shrink with the pixel count; rescaling to this
+# reference area keeps a slider's meaning the same at every resolution.
+REFERENCE_AREA = 256 * 256
+
+
+@dataclass
+class Frame:
+    """One streamed update of a job.
+
+    Attributes:
+        step: DDIM steps done so far (1..total).
+        total: DDIM steps this job runs.
+        image: the current prediction of the clean image, at the output size.
+        losses: unweighted loss terms (on the final frame: all terms, measured on the final image).
+        final: True for the last frame, whose image is the result.
+    """
+
+    step: int
+    total: int
+    image: Image.Image
+    losses: dict[str, float] = field(default_factory=dict)
+    final: bool = False
+
+
+def stylize(
+    models: Models,
+    image: Image.Image,
+    config: StyleConfig,
+    on_step: Callable[[int, int], None] | None = None,
+) -> Iterator[Frame]:
+    """Restyle ``image`` according to ``config``, yielding preview frames and then the result.
+
+    A frame comes every ``config.preview_every`` steps and the last one has
+    ``final=True``, so a job yields ``ceil(total / preview_every)`` frames.
+    Deterministic for a given seed on a given device.
+
+    Args:
+        models: loaded models (see :func:`stylizer.models.load_models`).
+        image: RGB input picture.
+        config: validated settings.
+        on_step: called as ``on_step(done, total)`` after every step, for progress bars.
+    """
+    backend, device = models.backend, models.device
+    work = working_size(*image.size, config.size, backend.multiple)
+    out = output_size(*image.size, config.size)
+    source = to_tensor(image, work).to(device)
+    objective = StyleObjective(models.clip, models.vgg, (source + 1) / 2, config)
+    scheduler = backend.new_scheduler()
+    scheduler.set_timesteps(config.steps, device=device)
+    total = config.denoise_steps
+    timesteps = scheduler.timesteps[config.steps - total :]
+    cond = backend.condition(config.prompt, config.reference, config.cfg_scale)
+
+    with torch.no_grad():
+        clean = backend.encode(source)
+        if config.start == "invert":
+            inv_cond = backend.inversion_condition(config.reference)
+            sample = ddim_invert(lambda x, t: backend.eps(x, t, inv_cond), clean, timesteps, scheduler)
+        else:
+            generator = torch.Generator(device=device).manual_seed(config.seed)
+            noise = torch.randn(clean.shape, generator=generator, device=device, dtype=clean.dtype)
+            sample = scheduler.add_noise(clean, noise, timesteps[:1])
+
+    area_gain = backend.grad_gain * (work[0] * work[1]) / REFERENCE_AREA
+    for index, t in enumerate(timesteps):
+        eps, pred_clean, terms = guided_eps(
+            backend, objective, sample, t, cond, scheduler, config.mode, area_gain, config.max_shift
+        )
+        sample = scheduler.step(eps, t, sample, eta=0.0).prev_sample.detach()
+        done = index + 1
+        if on_step is not None:
+            on_step(done, total)
+        if done < total and done % config.preview_every == 0:
+            yield Frame(done, total, to_pil(backend.preview(pred_clean), out), terms)
+
+    with torch.no_grad():
+        result = backend.decode(sample).clamp(-1, 1)
+        final_terms = objective.measure((result + 1) / 2)
+    yield Frame(total, total, to_pil(result, out), final_terms, final=True)
+
+
+def guided_eps(
+    backend: Any,
+    objective: StyleObjective,
+    sample: torch.Tensor,
+    t: torch.Tensor,
+    cond: Any,
+    scheduler: DDIMScheduler,
+    mode: str,
+    gain: float,
+    max_shift: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """ε′ = ε + √(1-ᾱ_t)·g for one step, with g the gradient of the weighted style loss.
+
+    Returns:
+        (ε′, x̂0 computed from the unguided ε, the unweighted loss terms as floats).
+    """
+    alpha_bar = scheduler.alphas_cumprod[int(t)].to(sample.device, sample.dtype)
+    sqrt_ab, sqrt_1mab = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+    active = objective.active
+    if not active:
+        with torch.no_grad():
+            eps = backend.eps(sample, t, cond)
+        return eps, (sample - sqrt_1mab * eps) / sqrt_ab, {}
+
+    with torch.enable_grad():
+        if mode == "full":
+            x = sample.detach().requires_grad_(True)
+            eps = backend.eps(x, t, cond)
+            pred_clean = (x - sqrt_1mab * eps) / sqrt_ab
+            wrt, chain = x, 1.0
+        else:
+            with torch.no_grad():
+                eps = backend.eps(sample, t, cond)
+            pred_clean = ((sample - sqrt_1mab * eps) / sqrt_ab).detach().requires_grad_(True)
+            # ∂x̂0/∂x_t without the UNet's Jacobian is 1/√ᾱ_t.
+            wrt, chain = pred_clean, 1.0 / sqrt_ab
+        terms = objective.terms((backend.decode(pred_clean) + 1) / 2, active)
+        (grad,) = torch.autograd.grad(objective.weighted_sum(terms), wrt)
+    shift = sqrt_1mab * (grad * chain * gain)
+    if max_shift > 0:
+        # Trust region (as Disco Diffusion's clamp_grad): cap the RMS of the ε shift so that
+        # large weights saturate instead of blowing the sample out of range.
+        rms = shift.square().mean().sqrt()
+        shift = shift * (max_shift / rms.clamp(min=max_shift))
+    guided = eps.detach() + shift
+    return guided, pred_clean.detach(), {name: float(value.detach()) for name, value in terms.items()}
+
+
+def ddim_invert(
+    eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    clean: torch.Tensor,
+    timesteps: torch.Tensor,
+    scheduler: DDIMScheduler,
+) -> torch.Tensor:
+    """Deterministic DDIM inversion: run the eta=0 update backwards from ``clean`` to ``timesteps[0]``.
+
+    Mirrors ``DDIMScheduler.step`` exactly (same ᾱ for the previous step, same
+    final ᾱ), evaluating ε at the target timestep as in null-text inversion.
+
+    Args:
+        eps_fn: ε(x, t).
+        clean: x at the end of the schedule (the encoded input).
+        timesteps: the descending timesteps the sampler will run.
+        scheduler: a scheduler after ``set_timesteps``.
+    """
+    stride = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    x = clean
+    for t in reversed(timesteps):
+        prev = int(t) - stride
+        alpha_cur = scheduler.alphas_cumprod[prev] if prev >= 0 else scheduler.final_alpha_cumprod
+        alpha_next = scheduler.alphas_cumprod[int(t)]
+        alpha_cur, alpha_next = alpha_cur.to(x), alpha_next.to(x)
+        eps = eps_fn(x, t)
+        pred_clean = (x - (1 - alpha_cur).sqrt() * eps) / alpha_cur.sqrt()
+        x = alpha_next.sqrt() * pred_clean + (1 - alpha_next).sqrt() * eps
+    return x
+
+
+def frame_count(config: StyleConfig) -> int:
+    """How many frames :func:`stylize` yields for ``config``."""
+    return math.ceil(config.denoise_steps / config.preview_every)

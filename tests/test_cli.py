@@ -1,0 +1,87 @@
+"""The command line: end to end in a real process, and its error handling in-process."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from stylizer.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_cli_end_to_end_with_json_and_frames(tmp_path, picture_path):
+    out, gif = tmp_path / "out.png", tmp_path / "frames.gif"
+    proc = subprocess.run(
+        [sys.executable, "-m", "stylizer", picture_path, "-p", "drawing with black ink", "-o", str(out),
+         "--model", "tiny", "--steps", "10", "--seed", "3", "--json", "--frames", str(gif), "--preview-every", "2"],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ}, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["output"] == str(out)
+    assert report["settings"]["prompt"] == "drawing with black ink" and report["settings"]["seed"] == 3
+    assert set(report["losses"]) == {"dir", "patch", "content", "tv"}
+    assert "random weights" in proc.stderr and "Traceback" not in proc.stderr
+    with Image.open(out) as img:
+        assert img.size == (64, 48)
+    with Image.open(gif) as anim:
+        assert anim.n_frames == 3  # 6 steps, a frame every 2
+
+
+def write(name: str, data: bytes):
+    """An input factory: writes ``data`` to ``name`` in the test's folder."""
+
+    def make(folder: Path) -> Path:
+        (folder / name).write_bytes(data)
+        return folder / name
+
+    return make
+
+
+def run_main(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    "make_input, extra, fragment",
+    [
+        (lambda p: p / "missing.png", [], "no such image file"),
+        (write("empty.png", b""), [], "empty"),
+        (write("fake.png", b"hello"), [], "not an image"),
+        (None, ["--steps", "0"], "steps must be between"),
+        (None, ["--steps", "many"], "invalid int value"),
+        (None, ["--mode", "slow"], "invalid choice"),
+        (None, ["--w-dir", "nan"], "w_dir must be a finite number"),
+        (None, ["--model", "no such model"], "unknown model"),
+        (None, ["-p", ""], "prompt is empty"),
+        (None, ["--device", "cuda:7"], "no CUDA GPU"),
+    ],
+    ids=["missing", "empty", "not-image", "steps-range", "steps-type", "mode", "nan", "model", "prompt", "device"],
+)
+def test_bad_input_exits_2_with_one_line(capsys, tmp_path, picture_path, make_input, extra, fragment):
+    source = str(make_input(tmp_path)) if make_input else picture_path
+    code, out, err = run_main(capsys, source, "-p", "ink", "-o", str(tmp_path / "o.png"), "--model", "tiny", "--steps", "2", *extra)
+    assert code == 2
+    assert out == ""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and fragment in lines[0], err
+
+
+def test_bad_output_path_is_rejected_before_any_work(capsys, tmp_path, picture_path):
+    code, _, err = run_main(capsys, picture_path, "-p", "ink", "-o", str(tmp_path / "o.xyz"), "--model", "tiny")
+    assert code == 2 and "must end in one of" in err
+    code, _, err = run_main(capsys, picture_path, "-p", "ink", "-o", str(tmp_path / "nowhere" / "o.png"), "--model", "tiny")
+    assert code == 2 and "does not exist" in err
+
+
+def test_missing_weights_exit_2_naming_the_model(capsys, tmp_path, picture_path):
+    code, _, err = run_main(capsys, picture_path, "-p", "ink", "-o", str(tmp_path / "o.png"), "--model", "bedroom-256")
+    assert code == 2
+    assert "google/ddpm-ema-bedroom-256" in err and "download" in err and len(err.strip().splitlines()) == 1

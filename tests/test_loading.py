@@ -1,0 +1,161 @@
+"""Loading code: tiny models saved in the real checkpoints' on-disk layouts load back through the real paths.
+
+The Hub and torch caches are private to the test session (see conftest) and the Hub
+is offline, so a file laid out in the cache exactly as a download would leave it is
+what ``load_models`` must find.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import open_clip
+import pytest
+import torch
+from diffusers import DDPMScheduler
+from safetensors.torch import save_file
+
+from stylizer import models as models_module
+from stylizer.errors import ConfigError, ModelLoadError
+from stylizer.models import load_backend, load_clip, load_models, load_vgg, resolve_preset, tiny_unet
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def hub_snapshot(repo_id: str) -> Path:
+    """The cache folder hf_hub_download would fill for ``repo_id`` (and its refs/main)."""
+    root = Path(os.environ["HF_HUB_CACHE"]) / ("models--" + repo_id.replace("/", "--"))
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text(COMMIT)
+    snapshot = root / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True, exist_ok=True)
+    return snapshot
+
+
+def save_flat_ddpm(folder: Path, safe: bool) -> None:
+    """google/ddpm-ema-* layout: config.json, weights and scheduler_config.json at the top."""
+    unet = tiny_unet()
+    unet.save_pretrained(folder, safe_serialization=safe)
+    DDPMScheduler(beta_schedule="linear", clip_sample=True).save_pretrained(folder)
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"], "scheduler": ["diffusers", "DDPMScheduler"]}))
+
+
+@pytest.fixture(autouse=True)
+def fresh_model_cache():
+    models_module._load_models_cached.cache_clear()
+    yield
+    models_module._load_models_cached.cache_clear()
+
+
+def test_flat_folder_loads_through_the_path_code(tmp_path):
+    save_flat_ddpm(tmp_path, safe=True)
+    backend = load_backend(str(tmp_path), torch.device("cpu"))
+    assert backend.kind == "pixel" and backend.multiple == 4
+    assert backend.new_scheduler().config.clip_sample is True
+
+
+def test_pipeline_folder_with_unet_and_scheduler_subfolders_loads(tmp_path):
+    tiny_unet().save_pretrained(tmp_path / "unet")
+    DDPMScheduler(beta_schedule="linear").save_pretrained(tmp_path / "scheduler")
+    backend = load_backend(str(tmp_path), torch.device("cpu"))
+    x = torch.zeros(1, 3, 16, 16)
+    assert backend.eps(x, torch.tensor(10), None).shape == x.shape
+
+
+def test_weights_survive_the_round_trip(tmp_path):
+    unet = tiny_unet()
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.01)
+    unet.save_pretrained(tmp_path)
+    DDPMScheduler().save_pretrained(tmp_path)
+    loaded = load_backend(str(tmp_path), torch.device("cpu")).unet
+    for (name, a), (_, b) in zip(unet.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_folder_without_a_unet_is_a_clear_error(tmp_path):
+    (tmp_path / "vae").mkdir()
+    with pytest.raises(ModelLoadError, match="holds no diffusers UNet"):
+        load_backend(str(tmp_path), torch.device("cpu"))
+
+
+def test_repo_id_resolves_from_the_hub_cache_with_a_bin_checkpoint():
+    """google/ddpm-ema-church-256 ships a .bin; it is read with torch.load(weights_only=True)."""
+    save_flat_ddpm(hub_snapshot("google/ddpm-ema-church-256"), safe=False)
+    backend = load_backend("google/ddpm-ema-church-256", torch.device("cpu"))
+    assert backend.multiple == 4
+
+
+def test_missing_repo_is_a_clear_error_naming_the_model_and_the_fix():
+    with pytest.raises(ModelLoadError) as info:
+        load_backend("nobody/no-such-model", torch.device("cpu"))
+    message = str(info.value)
+    assert "nobody/no-such-model" in message and "python -m stylizer download" in message
+    assert "HF_HUB_OFFLINE" in message
+
+
+def test_tiny_clip_saved_as_safetensors_loads_from_a_file(tmp_path):
+    reference = load_clip("tiny", torch.device("cpu"))
+    with torch.no_grad():
+        for p in reference.model.parameters():
+            p.mul_(1.5)
+    path = tmp_path / "open_clip_model.safetensors"
+    save_file({k: v.contiguous() for k, v in reference.model.state_dict().items()}, str(path))
+    loaded = load_clip("tiny", torch.device("cpu"), pretrained=str(path))
+    images = torch.rand(2, 3, 64, 64)
+    assert torch.allclose(loaded.encode_images(images), reference.encode_images(images), atol=1e-5)
+    assert loaded.encode_text("ink").shape == (64,)
+
+
+def test_vit_b_32_openai_loads_from_the_hub_cache_layout():
+    """The real default CLIP path: tag 'openai' -> timm/vit_base_patch32_clip_224.openai -> safetensors."""
+    model = open_clip.create_model("ViT-B-32", force_quick_gelu=True)
+    with torch.no_grad():
+        model.logit_scale.fill_(3.0)  # a marker that must come back
+    snapshot = hub_snapshot("timm/vit_base_patch32_clip_224.openai")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(snapshot / "open_clip_model.safetensors"))
+    loaded = load_clip("ViT-B-32", torch.device("cpu"))
+    assert loaded.name == "ViT-B-32/openai" and loaded.image_size == 224
+    assert loaded.model.logit_scale.item() == 3.0
+    assert torch.allclose(loaded.mean.flatten(), torch.tensor(open_clip.OPENAI_DATASET_MEAN))
+
+
+def test_missing_clip_is_a_clear_error():
+    with pytest.raises(ModelLoadError, match=r"CLIP ViT-L-14/openai.*python -m stylizer download"):
+        load_clip("ViT-L-14", torch.device("cpu"))
+
+
+def test_vgg16_loads_from_the_torch_hub_cache_and_fails_clearly_without_it():
+    with pytest.raises(ModelLoadError, match="VGG16"):
+        load_vgg(torch.device("cpu"))
+    from torchvision.models.vgg import cfgs, make_layers
+
+    features = make_layers(cfgs["D"])
+    state = {f"features.{k}": v for k, v in features.state_dict().items()}
+    folder = Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(state, folder / "vgg16-397923af.pth")
+    vgg = load_vgg(torch.device("cpu"))
+    taps = vgg(torch.rand(1, 3, 64, 64))
+    assert [t.shape[1] for t in taps] == [512, 512]
+    assert torch.equal(vgg.features[0].weight, features[0].weight)
+
+
+def test_unknown_model_clip_and_device_are_config_errors():
+    with pytest.raises(ConfigError, match="unknown model"):
+        resolve_preset("not a model")
+    with pytest.raises(ConfigError, match="unknown CLIP"):
+        resolve_preset("tiny", clip="RN9000")
+    with pytest.raises(ConfigError, match="device"):
+        load_models("tiny", "tpu")
+
+
+def test_models_are_cached_per_device():
+    assert load_models("tiny", "cpu") is load_models("tiny", "cpu")
+
+
+def test_tiny_weights_are_identical_in_every_load():
+    first = load_backend("tiny", torch.device("cpu")).unet.state_dict()
+    second = load_backend("tiny", torch.device("cpu")).unet.state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)

@@ -1,0 +1,67 @@
+"""The four losses on hand-made tensors, and the batched perspective crops."""
+
+import math
+
+import pytest
+import torch
+
+from stylizer import losses
+
+
+def test_directional_loss_is_zero_when_parallel_and_two_when_opposite():
+    delta_text = torch.tensor([0.3, -1.2, 2.0])
+    assert losses.directional_loss(delta_text[None] * 5.0, delta_text).item() == pytest.approx(0.0, abs=1e-6)
+    assert losses.directional_loss(-delta_text[None], delta_text).item() == pytest.approx(2.0, abs=1e-6)
+    orthogonal = torch.tensor([[2.0, 0.5, 0.0]])  # dot product with delta_text is 0
+    assert losses.directional_loss(orthogonal, delta_text).item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_patch_threshold_zeroes_patches_below_tau():
+    source = torch.zeros(1, 2)
+    delta_text = torch.tensor([1.0, 0.0])
+    # Crop directions at 0°, 90° and 180° from the text direction: losses 0, 1 and 2.
+    crops = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    assert losses.patch_directional_loss(crops, source, delta_text, threshold=0.0).item() == pytest.approx(1.0)
+    # τ = 0.7 drops the aligned crop (loss 0) but keeps 1 and 2: mean over all 3 crops.
+    assert losses.patch_directional_loss(crops, source, delta_text, threshold=0.7).item() == pytest.approx(1.0)
+    # τ = 1.5 also drops the orthogonal crop.
+    assert losses.patch_directional_loss(crops, source, delta_text, threshold=1.5).item() == pytest.approx(2 / 3)
+    assert losses.patch_directional_loss(crops, source, delta_text, threshold=2.1).item() == 0.0
+
+
+def test_content_loss_is_zero_for_identical_features_and_positive_otherwise():
+    feats = [torch.randn(1, 8, 4, 4), torch.randn(1, 16, 2, 2)]
+    assert losses.content_loss(feats, [f.clone() for f in feats]).item() == 0.0
+    assert losses.content_loss(feats, [f + 0.5 for f in feats]).item() == pytest.approx(0.5, rel=1e-5)
+
+
+def test_total_variation_is_zero_for_constant_and_known_for_stripes():
+    assert losses.total_variation(torch.full((1, 3, 8, 8), 0.4)).item() == 0.0
+    stripes = torch.zeros(1, 3, 8, 8)
+    stripes[..., ::2] = 1.0  # alternating columns: every horizontal neighbour differs by 1
+    assert losses.total_variation(stripes).item() == pytest.approx(1.0)
+
+
+def test_perspective_crops_shape_determinism_and_content():
+    image = torch.rand(1, 3, 48, 64)
+    crops = losses.random_perspective_crops(image, 5, 32, 24, 0.5, torch.Generator().manual_seed(0))
+    again = losses.random_perspective_crops(image, 5, 32, 24, 0.5, torch.Generator().manual_seed(0))
+    other = losses.random_perspective_crops(image, 5, 32, 24, 0.5, torch.Generator().manual_seed(1))
+    assert crops.shape == (5, 3, 24, 24)
+    assert torch.equal(crops, again)
+    assert not torch.equal(crops, other)
+    # Crops only ever show pixels of the image (no fill colour from outside it).
+    assert crops.min() >= image.min() - 1e-6 and crops.max() <= image.max() + 1e-6
+
+
+def test_undistorted_full_crop_reproduces_the_image():
+    image = torch.rand(1, 3, 16, 16)
+    crops = losses.random_perspective_crops(image, 1, 16, 16, 0.0, torch.Generator().manual_seed(0))
+    assert torch.allclose(crops[0], image[0], atol=1e-5)
+
+
+def test_crop_gradient_flows_back_to_the_image():
+    image = torch.rand(1, 3, 32, 32, requires_grad=True)
+    crops = losses.random_perspective_crops(image, 3, 16, 8, 0.5, torch.Generator().manual_seed(0))
+    crops.sum().backward()
+    assert image.grad is not None and math.isfinite(image.grad.sum().item()) and image.grad.abs().sum() > 0

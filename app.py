@@ -1,0 +1,91 @@
+"""Launch the Stylizer web app.
+
+    python app.py [--model PRESET|PATH] [--device cuda|cpu] [--port N] [--host H] [--share] [--auth USER:PASS]
+
+Models load once at start-up; the page streams frames from a worker that owns them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from stylizer.config import Limits  # noqa: E402
+from stylizer.errors import StylizerError  # noqa: E402
+from stylizer.models import CLIP_MODELS, DEFAULT_PRESET, PRESETS  # noqa: E402
+
+log = logging.getLogger("stylizer.app")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line flags; each falls back to a ``STYLIZER_*`` environment variable."""
+    env = os.environ
+    parser = argparse.ArgumentParser(prog="python app.py", description="Launch the Stylizer web app.")
+    parser.add_argument("--model", default=env.get("STYLIZER_MODEL", DEFAULT_PRESET),
+                        help=f"preset ({', '.join(PRESETS)}), diffusers folder or repo id (env STYLIZER_MODEL; default {DEFAULT_PRESET})")
+    parser.add_argument("--clip", choices=list(CLIP_MODELS), default=env.get("STYLIZER_CLIP") or None, help="guidance CLIP (env STYLIZER_CLIP)")
+    parser.add_argument("--device", action="append", default=None,
+                        help="cpu, cuda or cuda:N; repeat for several GPUs (env STYLIZER_DEVICES, comma-separated; default: every GPU, else CPU)")
+    parser.add_argument("--host", default=env.get("GRADIO_SERVER_NAME", "127.0.0.1"), help="address to listen on (env GRADIO_SERVER_NAME)")
+    parser.add_argument("--port", type=int, default=int(env.get("GRADIO_SERVER_PORT", "7860")), help="port (env GRADIO_SERVER_PORT; default 7860)")
+    parser.add_argument("--share", action="store_true", default=env.get("STYLIZER_SHARE", "") == "1", help="create a public Gradio share link (env STYLIZER_SHARE=1)")
+    parser.add_argument("--auth", default=env.get("STYLIZER_AUTH"), metavar="USER:PASS", help="require a login (env STYLIZER_AUTH)")
+    parser.add_argument("--queue-size", type=int, default=int(env.get("STYLIZER_QUEUE_SIZE", "32")), help="most jobs waiting at once (env STYLIZER_QUEUE_SIZE)")
+    args = parser.parse_args(argv)
+    if args.device is None and env.get("STYLIZER_DEVICES"):
+        args.device = [d.strip() for d in env["STYLIZER_DEVICES"].split(",") if d.strip()]
+    if args.auth is not None and ":" not in args.auth:
+        parser.error("--auth must look like USER:PASS")
+    return args
+
+
+def create_app(args: argparse.Namespace):
+    """Load the models, build the worker and the page; returns (demo, worker)."""
+    from stylizer.ui import build_demo
+    from stylizer.worker import Worker
+    from stylizer.zerogpu import gpu_run_fn
+
+    limits = Limits.from_env()
+    print(f"Loading {args.model} …", file=sys.stderr, flush=True)
+    worker = Worker(args.model, args.device, clip=args.clip, limits=limits)
+    info = worker.info
+    print(f"Loaded {info.name} ({info.backend}, guide CLIP {info.clip}) on {', '.join(info.devices)}", file=sys.stderr, flush=True)
+    if info.untrained:
+        print("Warning: the 'tiny' preset has random weights; its output is noise, for testing only", file=sys.stderr)
+    demo = build_demo(gpu_run_fn(worker), info, limits)
+    demo.queue(max_size=args.queue_size, default_concurrency_limit=worker.concurrency)
+    return demo, worker
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    from stylizer.ui import CSS, THEME
+
+    try:
+        demo, _ = create_app(args)
+    except StylizerError as exc:
+        print(f"stylizer: error: {exc}", file=sys.stderr)
+        return 2
+    auth = tuple(args.auth.split(":", 1)) if args.auth else None
+    limits = Limits.from_env()
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        auth=auth,
+        max_file_size=f"{limits.max_upload_mb:g}mb",
+        theme=THEME,
+        css=CSS,
+        show_error=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Plain data passed from the worker to the UI: no tensors, no torch import."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from PIL import Image
+
+
+@dataclass
+class ModelInfo:
+    """What the UI may show about the loaded models."""
+
+    name: str
+    backend: str
+    clip: str
+    devices: list[str]
+    untrained: bool
+    default_size: int
+    description: str
+
+
+@dataclass
+class JobResult:
+    """A finished job: images, files and the settings that reproduce it."""
+
+    image: Image.Image
+    source: Image.Image
+    png_path: Path
+    gif_path: Path
+    settings: dict[str, Any]
+    losses: dict[str, float]
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class JobUpdate:
+    """One message from a running job: every step, with a preview image when one is due.
+
+    Attributes:
+        step, total: progress in DDIM steps.
+        losses: loss terms of the latest preview (or of the final image).
+        image: a new preview (or the result) when there is one, else ``None``.
+        result: set on the last update only.
+        queued: True while the job waits for a free device.
+    """
+
+    step: int
+    total: int
+    losses: dict[str, float] = field(default_factory=dict)
+    image: Image.Image | None = None
+    result: JobResult | None = None
+    queued: bool = False
+
+
+# run_fn(image, settings) -> updates; image is a path, bytes or None; closing the iterator cancels.
+RunFn = Callable[[Any, Mapping[str, Any]], Iterator[JobUpdate]]

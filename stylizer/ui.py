@@ -1,0 +1,253 @@
+"""The Gradio page: ``build_demo(run_fn, info)`` -> ``gr.Blocks``.
+
+The page knows nothing of models or tensors. It turns widget values into a
+settings dict, hands them to ``run_fn`` and shows the :class:`JobUpdate` objects
+that come back. Tests pass a fake ``run_fn``; the app passes the worker's.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from .config import GUIDANCE_MODES, START_MODES, Limits, StyleConfig, field_range
+from .errors import StylizerError
+from .jobs import JobUpdate, ModelInfo, RunFn
+
+log = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+SEED_MAX = 2**32 - 1
+THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate")
+CSS = """
+.stylizer-banner {border-left: 4px solid #d97706; padding: 0.4em 0.8em; background: #fffbeb; color: #78350f;}
+.stylizer-status {min-height: 2.6em; font-variant-numeric: tabular-nums;}
+footer {display: none !important;}
+"""
+
+# Widget order of the run event (after the image): also the API's parameter order.
+KNOBS = (
+    "prompt", "reference", "w_dir", "w_patch", "w_content", "w_tv",
+    "steps", "strength", "start", "mode", "guidance_scale", "cfg_scale",
+    "n_patches", "patch_size", "threshold", "size", "seed",
+)
+LABELS = {
+    "w_dir": "Directional style (global CLIP)",
+    "w_patch": "Patch style (local CLIP)",
+    "w_content": "Content (keep structure)",
+    "w_tv": "Smoothness (total variation)",
+    "steps": "Steps",
+    "strength": "Strength (how far from the input)",
+    "start": "Start from",
+    "mode": "Guidance gradient",
+    "guidance_scale": "Guidance scale (multiplies all weights)",
+    "cfg_scale": "Text guidance (CFG, latent models only)",
+    "n_patches": "Patches",
+    "patch_size": "Patch size (px)",
+    "threshold": "Patch threshold τ",
+    "size": "Resolution (long side, px)",
+    "seed": "Seed",
+}
+TERM_NAMES = {"dir": "directional", "patch": "patch", "content": "content", "tv": "TV"}
+
+
+class UploadedImage(gr.Image):
+    """``gr.Image`` that hands the upload's file path over undecoded, so one loader checks every file.
+
+    Gradio's own preprocessing would open (and for some modes decode and convert)
+    the image before the handler runs, with its own error messages.
+    """
+
+    is_template = True  # render with the stock image component
+
+    def preprocess(self, payload: Any) -> str | bytes | None:
+        """The uploaded file's path (or the bytes of a pasted data URL)."""
+        if payload is None:
+            return None
+        if payload.path:
+            return payload.path
+        if payload.url and payload.url.startswith("data:"):
+            return base64.b64decode(payload.url.split(",", 1)[1])
+        return None
+
+
+def build_demo(run_fn: RunFn, info: ModelInfo, limits: Limits | None = None) -> gr.Blocks:
+    """Build the page around ``run_fn``.
+
+    Args:
+        run_fn: ``run_fn(image, settings)`` yields :class:`JobUpdate`; closing it cancels the job.
+        info: the loaded model's name, backend and devices, shown on the page.
+        limits: caps for the sliders' ranges; :meth:`Limits.from_env` when omitted.
+    """
+    limits = limits or Limits.from_env()
+    defaults = StyleConfig(size=min(info.default_size, limits.max_size))
+    with gr.Blocks(title="Stylizer", delete_cache=(600, 3600)) as demo:
+        gr.Markdown("# Stylizer\nRestyle a picture from a text prompt. It keeps the picture's structure and takes on the style you describe.")
+        gr.Markdown(_model_line(info))
+        if info.untrained:
+            gr.Markdown(
+                "**Test models.** This server runs the untrained `tiny` models: the output is noise, for testing only. "
+                "Start it with a real model (`python app.py --model sd15`) for real results.",
+                elem_classes="stylizer-banner",
+            )
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1):
+                image = UploadedImage(label="Input image", type="filepath", image_mode=None, sources=["upload", "clipboard", "webcam"], height=320)
+                widgets: dict[str, gr.components.Component] = {}
+                widgets["prompt"] = gr.Textbox(label="Style prompt", placeholder="drawing with black ink", max_lines=2)
+                widgets["reference"] = gr.Textbox(label="Reference text (what the input is)", value=defaults.reference, max_lines=1)
+                for name in ("w_dir", "w_patch", "w_content", "w_tv"):
+                    widgets[name] = _slider(name, defaults, limits)
+                with gr.Accordion("Advanced", open=False):
+                    with gr.Row():
+                        widgets["steps"] = _slider("steps", defaults, limits, step=1)
+                        widgets["strength"] = _slider("strength", defaults, limits, step=0.01)
+                    with gr.Row():
+                        widgets["start"] = gr.Radio(list(START_MODES), value=defaults.start, label=LABELS["start"], info="invert keeps structure best")
+                        widgets["mode"] = gr.Radio(list(GUIDANCE_MODES), value=defaults.mode, label=LABELS["mode"], info="full: through the UNet; fast: on x̂0 only")
+                    with gr.Row():
+                        widgets["guidance_scale"] = _slider("guidance_scale", defaults, limits, step=0.05)
+                        widgets["cfg_scale"] = _slider("cfg_scale", defaults, limits, step=0.5, interactive=info.backend == "latent")
+                    with gr.Row():
+                        widgets["n_patches"] = _slider("n_patches", defaults, limits, step=1)
+                        widgets["patch_size"] = _slider("patch_size", defaults, limits, step=8)
+                    with gr.Row():
+                        widgets["threshold"] = _slider("threshold", defaults, limits, step=0.01)
+                        widgets["size"] = _slider("size", defaults, limits, step=8)
+                    with gr.Row():
+                        widgets["seed"] = gr.Number(value=defaults.seed, label=LABELS["seed"], precision=0, minimum=0, maximum=SEED_MAX)
+                        randomize = gr.Checkbox(value=False, label="Random seed each run")
+                with gr.Row():
+                    run_button = gr.Button("Stylize", variant="primary")
+                    stop_button = gr.Button("Stop", variant="stop")
+            with gr.Column(scale=1):
+                result = gr.Image(label="Result", type="pil", format="png", interactive=False, height=420, buttons=["download", "fullscreen"])
+                status = gr.Markdown("Upload a picture, describe a style and press **Stylize**.", label="Status", elem_classes="stylizer-status")
+                comparison = gr.ImageSlider(label="Before / after", type="pil", format="png", visible=False, buttons=["fullscreen"])
+                with gr.Row():
+                    trajectory = gr.Image(label="Denoising trajectory", type="filepath", interactive=False, visible=False, height=200)
+                    downloads = gr.File(label="Downloads (PNG, GIF)", file_count="multiple", interactive=False, visible=False)
+                settings_box = gr.Code(label="Settings (copy to share; paste and Apply to restore)", language="json", interactive=True, lines=4)
+                apply_button = gr.Button("Apply settings", size="sm")
+        examples = _examples()
+        if examples:
+            gr.Examples(examples, inputs=[image, widgets["prompt"], widgets["reference"]], label="Examples")
+
+        inputs = [image, *(widgets[name] for name in KNOBS), randomize]
+        outputs = [result, status, comparison, trajectory, downloads, settings_box, widgets["seed"]]
+
+        def stylize(image, prompt, reference, w_dir, w_patch, w_content, w_tv, steps, strength, start, mode,
+                    guidance_scale, cfg_scale, n_patches, patch_size, threshold, size, seed,
+                    randomize_seed=False, progress=gr.Progress()):
+            values = dict(zip(KNOBS, (prompt, reference, w_dir, w_patch, w_content, w_tv, steps, strength, start, mode,
+                                      guidance_scale, cfg_scale, n_patches, patch_size, threshold, size, seed)))
+            settings = _settings_from_widgets(values, randomize_seed)
+            yield from _stream(run_fn, image, settings, progress)
+
+        run_event = run_button.click(
+            stylize, inputs, outputs, api_name="stylize", concurrency_limit=len(info.devices), concurrency_id="gpu",
+            show_progress="minimal",
+        )
+        stop_button.click(fn=None, cancels=[run_event])
+        apply_button.click(_apply_settings, [settings_box], [widgets[name] for name in KNOBS], api_visibility="private")
+    return demo
+
+
+def _stream(run_fn: RunFn, image: Any, settings: dict[str, Any], progress: gr.Progress):
+    """Turn job updates into page updates; user errors become ``gr.Error``."""
+    skip = gr.skip()
+    used_seed = settings["seed"]
+    try:
+        for update in run_fn(image, settings):
+            if update.queued:
+                yield skip, "Waiting for a free GPU…", skip, skip, skip, skip, used_seed
+                continue
+            progress((update.step, update.total), desc="Stylizing", unit="steps")
+            if update.result is None:
+                text = f"**Step {update.step} / {update.total}**{_losses_text(update.losses)}"
+                yield (update.image if update.image is not None else skip), text, skip, skip, skip, skip, used_seed
+                continue
+            done = update.result
+            notes = "".join(f"\n\n_Note: {n}._" for n in done.notes)
+            text = f"**Done** in {done.seconds:.1f} s · {update.total} steps{_losses_text(done.losses)}{notes}"
+            yield (
+                done.image,
+                text,
+                gr.ImageSlider(value=(done.source, done.image), visible=True),
+                gr.Image(value=str(done.gif_path), visible=True),
+                gr.File(value=[str(done.png_path), str(done.gif_path)], visible=True),
+                json.dumps(done.settings, indent=1, ensure_ascii=False),
+                used_seed,
+            )
+    except StylizerError as exc:
+        raise gr.Error(_sentence(str(exc)), print_exception=False) from None
+    except gr.Error:
+        raise
+    except Exception:
+        log.exception("stylize job failed")
+        raise gr.Error("Something went wrong on the server while stylizing; the error was logged. Please try again.", print_exception=False) from None
+
+
+def _settings_from_widgets(values: dict[str, Any], randomize_seed: bool) -> dict[str, Any]:
+    settings = {k: v for k, v in values.items() if v is not None}
+    if randomize_seed:
+        settings["seed"] = random.randint(0, SEED_MAX)
+    settings.setdefault("seed", 0)
+    for name in ("prompt", "reference"):
+        settings[name] = settings.get(name) or ""
+    return settings
+
+
+def _apply_settings(text: str):
+    """Settings JSON -> one update per knob widget (the ``model`` key is informational)."""
+    try:
+        data = json.loads(text or "")
+    except json.JSONDecodeError as exc:
+        raise gr.Error(f"The settings are not valid JSON ({exc.msg}, line {exc.lineno}).", print_exception=False) from None
+    if not isinstance(data, dict):
+        raise gr.Error("The settings must be a JSON object like the one shown after a run.", print_exception=False)
+    data.pop("model", None)
+    prompt = data.pop("prompt", "") or ""
+    try:
+        # Validate every other knob even when the pasted prompt is blank.
+        config = StyleConfig.from_dict({**data, "prompt": prompt or "placeholder"}).validated()
+    except StylizerError as exc:
+        raise gr.Error(_sentence(str(exc)), print_exception=False) from None
+    values = {**config.to_dict(), "prompt": prompt}
+    return [values[name] for name in KNOBS]
+
+
+def _slider(name: str, defaults: StyleConfig, limits: Limits, step: float | None = None, interactive: bool = True) -> gr.Slider:
+    lo, hi = field_range(name, limits)
+    return gr.Slider(lo, hi, value=getattr(defaults, name), step=step, label=LABELS[name], interactive=interactive)
+
+
+def _losses_text(losses: dict[str, float]) -> str:
+    if not losses:
+        return ""
+    return " · " + " · ".join(f"{TERM_NAMES.get(k, k)} {v:.3f}" for k, v in losses.items())
+
+
+def _model_line(info: ModelInfo) -> str:
+    devices = ", ".join(info.devices)
+    return f"**Model:** `{info.name}` ({info.backend} backend; {info.description}) · **guide:** CLIP {info.clip} · **device:** {devices}"
+
+
+def _sentence(message: str) -> str:
+    message = message.strip()
+    message = message[:1].upper() + message[1:]
+    return message if message.endswith((".", "!", "?")) else message + "."
+
+
+def _examples() -> list[list[str]]:
+    index = ASSETS / "examples.json"
+    if not index.is_file():
+        return []
+    rows = json.loads(index.read_text())
+    return [[str(ASSETS / row["image"]), row["prompt"], row["reference"]] for row in rows if (ASSETS / row["image"]).is_file()]

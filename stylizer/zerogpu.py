@@ -1,0 +1,46 @@
+"""Hugging Face ZeroGPU support: wrap the run function in ``spaces.GPU`` when ``SPACES_ZERO_GPU`` is set.
+
+Off ZeroGPU the run function is returned unchanged. On ZeroGPU the job runs in
+a forked GPU worker and every yielded value is pickled back, which is why
+updates carry CPU PIL images only.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator, Mapping
+
+from .config import StyleConfig
+from .jobs import JobUpdate, RunFn
+
+# Seconds a step is budgeted on a ZeroGPU slice, plus fixed overhead (model move, decode, GIF).
+SECONDS_PER_STEP = {"fast": 0.15, "full": 0.35}
+OVERHEAD_S = 15
+MAX_DURATION_S = 300
+
+
+def on_zero_gpu() -> bool:
+    """True on a Hugging Face ZeroGPU Space."""
+    return bool(os.environ.get("SPACES_ZERO_GPU"))
+
+
+def estimate_duration(image: Any, settings: Mapping[str, Any]) -> int:
+    """GPU seconds to reserve for a job, from its steps, mode and resolution."""
+    defaults = StyleConfig()
+    steps = int(settings.get("steps", defaults.steps)) * float(settings.get("strength", defaults.strength))
+    per_step = SECONDS_PER_STEP.get(str(settings.get("mode", defaults.mode)), SECONDS_PER_STEP["full"])
+    area = (float(settings.get("size", defaults.size)) / 512) ** 2
+    return int(min(MAX_DURATION_S, OVERHEAD_S + steps * per_step * max(area, 0.25) * 2))
+
+
+def gpu_run_fn(worker: Any) -> RunFn:
+    """The worker's ``run``, wrapped for ZeroGPU when running there."""
+    if not on_zero_gpu():
+        return worker.run
+    import spaces  # only present (and needed) on Spaces
+
+    @spaces.GPU(duration=estimate_duration)
+    def run(image: Any, settings: Mapping[str, Any]) -> Iterator[JobUpdate]:
+        yield from worker.run(image, settings)
+
+    return run

@@ -1,0 +1,40 @@
+"""Shared helpers for tests that launch the app in-process."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from contextlib import contextmanager
+from typing import Iterator
+
+import gradio as gr
+
+
+@contextmanager
+def served(demo: gr.Blocks, **launch_kwargs) -> Iterator[str]:
+    """Launch ``demo`` on 127.0.0.1 (a free port) for the duration of the block; yields its URL."""
+    demo.queue(default_concurrency_limit=1)
+    _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs)
+    try:
+        yield url
+    finally:
+        demo.close()
+
+
+def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A ~100-byte PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def result_path(output) -> str | None:
+    """The file path of an image output as gradio_client returns it (a path or an update dict)."""
+    if isinstance(output, dict):
+        output = output.get("value")
+    if isinstance(output, dict):
+        output = output.get("path")
+    return output if isinstance(output, str) else None

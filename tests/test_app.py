@@ -1,0 +1,138 @@
+"""The app end to end: the real tiny models behind the worker, driven through gradio_client."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+import app
+from stylizer.config import Limits
+from stylizer.ui import build_demo
+from stylizer.worker import Worker
+
+from .apphelpers import bomb_png, result_path, served
+
+ROOT = Path(__file__).resolve().parents[1]
+LIMITS = Limits(max_upload_mb=0.05, max_pixels=1_000_000)
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory):
+    return Worker("tiny", ["cpu"], limits=LIMITS, output_dir=tmp_path_factory.mktemp("outputs"))
+
+
+@pytest.fixture(scope="module")
+def client(worker):
+    demo = build_demo(worker.run, worker.info, LIMITS)
+    # Gradio's own upload cap sits above the worker's, so the worker's message is what the user sees.
+    with served(demo, max_file_size="1mb") as url:
+        yield Client(url, verbose=False)
+
+
+def job_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("stylizer-job")]
+
+
+def test_frames_stream_before_the_result(client, picture_path):
+    job = client.submit(image=handle_file(picture_path), prompt="drawing with black ink", size=64, steps=20, strength=1.0, seed=11, api_name="/stylize")
+    images, statuses = [], []
+    for outputs in job:
+        path = result_path(outputs[0])
+        if path and path not in images:
+            images.append(path)
+        statuses.append(outputs[1])
+    final = job.outputs()[-1]
+    assert len(images) >= 4  # previews at steps 5, 10, 15, then the result
+    intermediate = {Path(p).read_bytes() for p in images[:-1]}
+    assert len(intermediate) >= 3
+    assert any("Step 1 / 20" in s for s in statuses) and "Done" in final[1]
+    settings = __import__("json").loads(final[5])
+    assert settings["seed"] == 11 and settings["prompt"] == "drawing with black ink" and settings["model"] == "tiny"
+    files = final[4]["value"] if isinstance(final[4], dict) else final[4]
+    names = sorted(Path(result_path(f) or f).suffix for f in files)
+    assert names == [".gif", ".png"]
+
+
+@pytest.mark.parametrize(
+    "make_image, settings, fragment",
+    [
+        (None, {}, "No image"),
+        ("garbage", {}, "not an image"),
+        ("picture", {"prompt": "   "}, "Prompt is empty"),
+        ("bomb", {}, "pixels"),
+        ("big", {}, "MB; the limit is"),
+        ("picture", {"steps": 100000}, "Value 100000 is greater than maximum"),
+        ("picture", {"size": 16}, "less than minimum"),
+    ],
+    ids=["no-image", "unreadable", "empty-prompt", "pixel-cap", "upload-cap", "steps-range", "size-range"],
+)
+def test_bad_input_gives_an_app_error_and_the_next_job_succeeds(client, tmp_path, picture_path, make_image, settings, fragment):
+    image = None
+    if make_image == "picture":
+        image = handle_file(picture_path)
+    elif make_image is not None:
+        path = tmp_path / "upload.png"
+        data = {"garbage": b"not an image, just text", "bomb": bomb_png(), "big": os.urandom(200_000)}[make_image]
+        path.write_bytes(data)
+        image = handle_file(str(path))
+    with pytest.raises(AppError, match=fragment):
+        client.predict(image=image, **{"prompt": "ink", "size": 64, "steps": 4, **settings}, api_name="/stylize")
+    ok = client.predict(image=handle_file(picture_path), prompt="ink", size=64, steps=4, api_name="/stylize")
+    assert "Done" in ok[1]
+
+
+def test_two_clients_at_once_are_both_served_in_order(client, picture_path):
+    other = Client(client.src, verbose=False)
+    first = client.submit(image=handle_file(picture_path), prompt="first", size=64, steps=10, strength=1.0, api_name="/stylize")
+    time.sleep(0.3)
+    second = other.submit(image=handle_file(picture_path), prompt="second", size=64, steps=4, api_name="/stylize")
+    finished = []
+    threads = [threading.Thread(target=lambda j=j, n=n: (j.result(timeout=120), finished.append(n))) for j, n in ((first, "first"), (second, "second"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(130)
+    assert finished == ["first", "second"]
+    assert '"prompt": "first"' in first.outputs()[-1][5] and '"prompt": "second"' in second.outputs()[-1][5]
+
+
+def test_cancel_stops_the_job_between_steps_and_frees_the_worker(client, worker, picture_path):
+    job = client.submit(image=handle_file(picture_path), prompt="ink", size=64, steps=400, strength=1.0, api_name="/stylize")
+    steps_seen = 0
+    for outputs in job:
+        if "Step" in str(outputs[1]):
+            steps_seen += 1
+        if steps_seen >= 3:
+            break
+    job.cancel()
+    deadline = time.monotonic() + 10
+    while job_threads() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not job_threads(), "the sampler thread kept running after cancel"
+    assert worker._free.qsize() == worker.concurrency
+    assert not job.outputs() or "Done" not in str(job.outputs()[-1][1])
+    ok = client.predict(image=handle_file(picture_path), prompt="ink", size=64, steps=4, api_name="/stylize")
+    assert "Done" in ok[1]
+
+
+def test_app_help_lists_the_flags():
+    proc = subprocess.run([sys.executable, "app.py", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0
+    for flag in ("--model", "--device", "--port", "--host", "--share", "--auth"):
+        assert flag in proc.stdout
+
+
+def test_environment_variables_override_the_defaults(monkeypatch):
+    monkeypatch.setenv("STYLIZER_MODEL", "tiny")
+    monkeypatch.setenv("STYLIZER_DEVICES", "cpu")
+    monkeypatch.setenv("STYLIZER_AUTH", "ada:lovelace")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7999")
+    args = app.parse_args([])
+    assert (args.model, args.device, args.auth, args.port) == ("tiny", ["cpu"], "ada:lovelace", 7999)
+    assert app.parse_args(["--model", "church-256"]).model == "church-256"

@@ -1,0 +1,108 @@
+"""The page's wiring, driven through gradio_client with a fake run function (no models)."""
+
+import json
+import time
+
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from stylizer.errors import InputError
+from stylizer.jobs import JobResult, JobUpdate, ModelInfo
+from stylizer.ui import KNOBS, _apply_settings, build_demo
+
+from .apphelpers import result_path, served
+
+INFO = ModelInfo("tiny", "pixel", "tiny-clip", ["cpu"], True, 64, "test models")
+COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
+
+
+def fake_run(calls, tmp_path):
+    """A run function that streams four coloured previews and a result, recording its settings."""
+
+    def run(image, settings):
+        calls.append((image, dict(settings)))
+        if not settings.get("prompt"):
+            raise InputError("prompt is empty")
+        total = 4
+        for step, colour in enumerate(COLOURS[:3], start=1):
+            time.sleep(0.05)
+            yield JobUpdate(step, total, {"dir": 1.0 / step}, Image.new("RGB", (32, 24), colour))
+        final = Image.new("RGB", (32, 24), COLOURS[3])
+        png, gif = tmp_path / "r.png", tmp_path / "t.gif"
+        final.save(png)
+        final.save(gif)
+        result = JobResult(final, final, png, gif, {**settings, "model": "tiny"}, {"dir": 0.1}, 0.2)
+        yield JobUpdate(total, total, {"dir": 0.1}, final, result)
+
+    return run
+
+
+@pytest.fixture
+def fake_app(tmp_path, picture_path):
+    calls = []
+    demo = build_demo(fake_run(calls, tmp_path), INFO)
+    with served(demo) as url:
+        yield Client(url, verbose=False), calls
+
+
+def test_api_names_image_prompt_reference_and_gives_the_rest_defaults(fake_app):
+    client, _ = fake_app
+    params = client.view_api(return_format="dict")["named_endpoints"]["/stylize"]["parameters"]
+    names = [p["parameter_name"] for p in params]
+    assert names[:3] == ["image", "prompt", "reference"]
+    assert set(KNOBS) <= set(names)
+    assert all(p["parameter_has_default"] for p in params if p["parameter_name"] not in ("image", "prompt"))
+
+
+def test_frames_stream_to_the_client(fake_app, picture_path):
+    client, calls = fake_app
+    job = client.submit(image=handle_file(picture_path), prompt="ink", w_content=321.0, api_name="/stylize")
+    seen = []
+    for outputs in job:
+        path = result_path(outputs[0])
+        if path and path not in seen:
+            seen.append(path)
+    final = job.outputs()[-1]
+    colours = [Image.open(p).convert("RGB").getpixel((1, 1)) for p in seen]
+    assert colours == COLOURS  # three previews, then the result, in order
+    settings = json.loads(final[5])
+    assert settings["prompt"] == "ink" and settings["w_content"] == 321.0
+    assert calls[-1][1]["w_content"] == 321.0 and calls[-1][0].endswith(".png")
+
+
+def test_user_errors_arrive_as_app_errors_and_the_server_stays_up(fake_app, picture_path):
+    client, _ = fake_app
+    with pytest.raises(AppError, match="Prompt is empty"):
+        client.predict(image=handle_file(picture_path), prompt="", api_name="/stylize")
+    outputs = client.predict(image=handle_file(picture_path), prompt="ink", api_name="/stylize")
+    assert "Done" in outputs[1]
+
+
+def test_random_seed_is_drawn_and_reported(fake_app, picture_path):
+    client, calls = fake_app
+    outputs = client.predict(image=handle_file(picture_path), prompt="ink", seed=5, randomize_seed=True, api_name="/stylize")
+    drawn = calls[-1][1]["seed"]
+    assert outputs[6] == drawn and json.loads(outputs[5])["seed"] == drawn
+
+
+def test_apply_settings_restores_every_knob_and_rejects_bad_json():
+    settings = {"prompt": "neon light", "reference": "a photo", "steps": 12, "w_tv": 9.0, "seed": 42, "model": "tiny"}
+    values = dict(zip(KNOBS, _apply_settings(json.dumps(settings))))
+    assert values["prompt"] == "neon light" and values["steps"] == 12 and values["w_tv"] == 9.0 and values["seed"] == 42
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match="not valid JSON"):
+        _apply_settings("{oops")
+    with pytest.raises(gr.Error, match="Steps must be between"):
+        _apply_settings(json.dumps({"steps": -1}))
+
+
+def test_page_names_the_model_and_flags_untrained_weights():
+    demo = build_demo(lambda image, settings: iter(()), INFO)
+    texts = " ".join(str(c.get("props", {}).get("value", "")) for c in demo.config["components"])
+    assert "`tiny`" in texts and "untrained" in texts and "noise" in texts
+    trained = build_demo(lambda image, settings: iter(()), ModelInfo("sd15", "latent", "ViT-B-32/openai", ["cuda:0"], False, 512, "SD 1.5"))
+    texts = " ".join(str(c.get("props", {}).get("value", "")) for c in trained.config["components"])
+    assert "sd15" in texts and "untrained" not in texts

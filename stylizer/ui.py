@@ -57,24 +57,21 @@ LABELS = {
 TERM_NAMES = {"dir": "directional", "patch": "patch", "content": "content", "tv": "TV"}
 
 
-class UploadedImage(gr.Image):
-    """``gr.Image`` that hands the upload's file path over undecoded, so one loader checks every file.
+def _upload_payload(payload: Any) -> str | bytes | None:
+    """The uploaded file's path (or a pasted data URL's bytes), undecoded.
 
-    Gradio's own preprocessing would open (and for some modes decode and convert)
-    the image before the handler runs, with its own error messages.
+    Replaces ``gr.Image.preprocess`` on the input widget, so one loader
+    (:func:`stylizer.images.load_image`) checks every file with its own messages;
+    Gradio's preprocessing would open, and for some modes decode and convert, the
+    image before the handler runs.
     """
-
-    is_template = True  # render with the stock image component
-
-    def preprocess(self, payload: Any) -> str | bytes | None:
-        """The uploaded file's path (or the bytes of a pasted data URL)."""
-        if payload is None:
-            return None
-        if payload.path:
-            return payload.path
-        if payload.url and payload.url.startswith("data:"):
-            return base64.b64decode(payload.url.split(",", 1)[1])
+    if payload is None:
         return None
+    if payload.path:
+        return payload.path
+    if payload.url and payload.url.startswith("data:"):
+        return base64.b64decode(payload.url.split(",", 1)[1])
+    return None
 
 
 def build_demo(run_fn: RunFn, info: ModelInfo, limits: Limits | None = None) -> gr.Blocks:
@@ -98,7 +95,8 @@ def build_demo(run_fn: RunFn, info: ModelInfo, limits: Limits | None = None) -> 
             )
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
-                image = UploadedImage(label="Input image", type="filepath", image_mode=None, sources=["upload", "clipboard", "webcam"], height=320)
+                image = gr.Image(label="Input image", type="filepath", image_mode=None, sources=["upload", "clipboard", "webcam"], height=320)
+                image.preprocess = _upload_payload  # type: ignore[method-assign]
                 widgets: dict[str, gr.components.Component] = {}
                 widgets["prompt"] = gr.Textbox(label="Style prompt", placeholder="drawing with black ink", max_lines=2)
                 widgets["reference"] = gr.Textbox(label="Reference text (what the input is)", value=defaults.reference, max_lines=1)

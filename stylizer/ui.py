@@ -28,6 +28,7 @@ THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate")
 CSS = """
 .stylizer-banner {border-left: 4px solid #d97706; padding: 0.4em 0.8em; background: #fffbeb; color: #78350f;}
 .stylizer-status {min-height: 2.6em; font-variant-numeric: tabular-nums;}
+#result img {width: 100%; height: 100%; object-fit: contain;}
 footer {display: none !important;}
 """
 
@@ -125,13 +126,13 @@ def build_demo(run_fn: RunFn, info: ModelInfo, limits: Limits | None = None) -> 
                     run_button = gr.Button("Stylize", variant="primary")
                     stop_button = gr.Button("Stop", variant="stop")
             with gr.Column(scale=1):
-                result = gr.Image(label="Result", type="pil", format="png", interactive=False, height=420, buttons=["download", "fullscreen"])
-                status = gr.Markdown("Upload a picture, describe a style and press **Stylize**.", label="Status", elem_classes="stylizer-status")
+                result = gr.Image(label="Result", elem_id="result", type="pil", format="png", interactive=False, height=420, buttons=["download", "fullscreen"])
+                status = gr.Markdown("Upload a picture, describe a style and press **Stylize**.", label="Status", elem_id="status", elem_classes="stylizer-status")
                 comparison = gr.ImageSlider(label="Before / after", type="pil", format="png", visible=False, buttons=["fullscreen"])
                 with gr.Row():
                     trajectory = gr.Image(label="Denoising trajectory", type="filepath", interactive=False, visible=False, height=200)
-                    downloads = gr.File(label="Downloads (PNG, GIF)", file_count="multiple", interactive=False, visible=False)
-                settings_box = gr.Code(label="Settings (copy to share; paste and Apply to restore)", language="json", interactive=True, lines=4)
+                    downloads = gr.File(elem_id="downloads", label="Downloads (PNG, GIF)", file_count="multiple", interactive=False, visible=False)
+                settings_box = gr.Code(elem_id="settings", label="Settings (copy to share; paste and Apply to restore)", language="json", interactive=True, lines=4)
                 apply_button = gr.Button("Apply settings", size="sm")
         examples = _examples()
         if examples:
@@ -152,7 +153,7 @@ def build_demo(run_fn: RunFn, info: ModelInfo, limits: Limits | None = None) -> 
             stylize, inputs, outputs, api_name="stylize", concurrency_limit=len(info.devices), concurrency_id="gpu",
             show_progress="minimal",
         )
-        stop_button.click(fn=None, cancels=[run_event])
+        stop_button.click(_stopped, None, [status], cancels=[run_event], queue=False, api_visibility="private")
         apply_button.click(_apply_settings, [settings_box], [widgets[name] for name in KNOBS], api_visibility="private")
     return demo
 
@@ -161,6 +162,9 @@ def _stream(run_fn: RunFn, image: Any, settings: dict[str, Any], progress: gr.Pr
     """Turn job updates into page updates; user errors become ``gr.Error``."""
     skip = gr.skip()
     used_seed = settings["seed"]
+    hidden = gr.update(visible=False)
+    # Clear the previous run's result so nothing stale sits beside the new previews.
+    yield None, "Starting…", hidden, hidden, hidden, skip, used_seed
     try:
         for update in run_fn(image, settings):
             if update.queued:
@@ -190,6 +194,10 @@ def _stream(run_fn: RunFn, image: Any, settings: dict[str, Any], progress: gr.Pr
     except Exception:
         log.exception("stylize job failed")
         raise gr.Error("Something went wrong on the server while stylizing; the error was logged. Please try again.", print_exception=False) from None
+
+
+def _stopped() -> str:
+    return "**Stopped.** Press **Stylize** to run again."
 
 
 def _settings_from_widgets(values: dict[str, Any], randomize_seed: bool) -> dict[str, Any]:

@@ -1,0 +1,132 @@
+"""``python -m stylizer.eval``: stylize content images x prompts x settings and write a report.
+
+User errors (bad options, files or settings, missing weights) exit with status 2 and
+one line on stderr, before any model loads where possible; an unexpected failure
+exits with 1, also on one line unless ``STYLIZER_DEBUG=1`` asks for the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+from ..config import Limits
+from ..errors import ConfigError, StylizerError
+
+PROG = "python -m stylizer.eval"
+DEFAULT_OUT = "report"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but option errors become a :class:`ConfigError` (one line, exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(message)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The evaluation command's argument parser."""
+    from ..models import CLIP_MODELS, DEFAULT_PRESET, PRESETS
+    from .dataset import DEFAULT_IMAGES, DEFAULT_PROMPTS
+
+    parser = _Parser(
+        prog=PROG,
+        description="Measure Stylizer like the papers do: CLIP score, directional and patch CLIP similarity "
+        "to the prompt, SSIM and a VGG feature distance (LPIPS when installed) to the content image, and seconds "
+        "per image, over content images x style prompts x settings. Writes metrics.json, metrics.csv, "
+        "style_vs_content.png and an index.html contact sheet.",
+    )
+    parser.add_argument("--model", default=DEFAULT_PRESET,
+                        help=f"preset ({', '.join(PRESETS)}), diffusers folder or repo id (default: {DEFAULT_PRESET})")
+    parser.add_argument("--metric-clip", choices=list(CLIP_MODELS), help="judge CLIP for the metrics (default: the guide's CLIP)")
+    parser.add_argument("--images", default=str(DEFAULT_IMAGES), metavar="DIR",
+                        help="folder of content images (default: the repository's assets/)")
+    parser.add_argument("--prompts", default=str(DEFAULT_PROMPTS), metavar="FILE",
+                        help="style prompts, one a line; # comments (default: the built-in list)")
+    parser.add_argument("--limit", type=_positive_int, metavar="N", help="use only the first N images and the first N prompts")
+    parser.add_argument("--size", type=_positive_int, metavar="PX", help="working resolution, long side (default: the preset's)")
+    parser.add_argument("--steps", type=_positive_int, metavar="N", help="DDIM steps over the full schedule (default: StyleConfig's)")
+    parser.add_argument("--seed", type=int, help="random seed for every job (default: StyleConfig's)")
+    parser.add_argument("--sweep", action="append", default=[], metavar="FIELD=V1,V2,...",
+                        help="compare values of one StyleConfig field, e.g. w_content=0,50,200; repeat to sweep "
+                        "several fields one at a time")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="fix a StyleConfig field for every job, e.g. strength=0.7 (repeatable)")
+    parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"report folder (default: {DEFAULT_OUT}/)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _evaluate(build_parser().parse_args(argv))
+    except StylizerError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the last line of defence: one line, not a traceback
+        if os.environ.get("STYLIZER_DEBUG"):
+            raise
+        print(f"{PROG}: internal error: {type(exc).__name__}: {exc} (set STYLIZER_DEBUG=1 for details)", file=sys.stderr)
+        return 1
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..models import load_models, resolve_preset
+    from .dataset import find_images, read_prompts
+    from .judge import Judge
+    from .report import write_report
+    from .runner import Grid, run_grid
+    from .sweeps import parse_overrides, sweep_settings
+    from .tables import SECONDS
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    preset = resolve_preset(args.model)
+    flags = {"size": args.size, "steps": args.steps, "seed": args.seed}
+    base = {"size": preset.size, **parse_overrides(args.set), **{k: v for k, v in flags.items() if v is not None}}
+    images, prompts = find_images(args.images)[: args.limit], read_prompts(args.prompts)[: args.limit]
+    grid = Grid(images, prompts, sweep_settings(args.sweep), base, Limits.from_env())
+
+    models = load_models(args.model, args.device)
+    if models.untrained:
+        print(f"{PROG}: warning: {models.name!r} has random weights; its scores test the harness only", file=sys.stderr)
+    judge = Judge.for_models(models, args.metric_clip)
+    rows = []
+    with tqdm(total=len(grid), desc="evaluating", unit="image", file=sys.stderr) as bar:
+        for row in run_grid(models, judge, grid, out):
+            rows.append(row)
+            bar.set_postfix_str(f"{row['setting']} · {row['image']} · {row['prompt']}"[:60], refresh=False)
+            bar.update(1)
+    meta = {
+        "model": models.name,
+        "untrained": models.untrained,
+        "guide_clip": models.clip.name,
+        "judge_clip": judge.clip.name,
+        "device": str(models.device),
+        "base": base,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    print(write_report(rows, meta, [*judge.metric_names, SECONDS], out))
+    return 0

@@ -1,0 +1,120 @@
+"""Run the evaluation grid: every setting x content image x style prompt, stylized and measured."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from PIL import Image
+
+from ..config import Limits, StyleConfig
+from ..errors import InputError
+from ..images import load_image, to_pil, to_tensor
+from ..models import Models
+from ..sampler import stylize
+from .judge import Judge
+from .sweeps import Setting
+
+OUTPUTS_DIR = "images"
+CONTENT_DIR = "content"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
+
+
+@dataclass
+class Grid:
+    """What to run; building one validates every job's settings, so errors come before any work.
+
+    Attributes:
+        images: content image files.
+        prompts: style prompts.
+        settings: the settings to compare (a sweep), each applied over ``base``.
+        base: StyleConfig fields shared by every job (size, steps, seed, ...).
+        limits: server caps used for validation and image decoding.
+
+    Raises:
+        InputError: no images or no prompts.
+        ConfigError: a setting out of range for some job.
+    """
+
+    images: Sequence[Path]
+    prompts: Sequence[str]
+    settings: Sequence[Setting] = (Setting(),)
+    base: Mapping[str, Any] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits.from_env)
+
+    def __post_init__(self) -> None:
+        if not self.images or not self.prompts or not self.settings:
+            raise InputError("the grid is empty: it needs at least one image, one prompt and one setting")
+        for setting in self.settings:
+            for prompt in self.prompts:
+                self.config(setting, prompt)
+
+    def __len__(self) -> int:
+        return len(self.images) * len(self.prompts) * len(self.settings)
+
+    def config(self, setting: Setting, prompt: str) -> StyleConfig:
+        """The validated settings of one job."""
+        return StyleConfig.from_dict({**self.base, **setting.overrides, "prompt": prompt}).validated(self.limits)
+
+
+def run_grid(models: Models, judge: Judge, grid: Grid, out_dir: str | Path) -> Iterator[dict[str, Any]]:
+    """Stylize and measure every job of ``grid``, saving images under ``out_dir``; yield one row per job.
+
+    A row holds the image's file name, the prompt, the setting's label and swept field,
+    every StyleConfig value, every metric of ``judge``, the seconds the stylization took,
+    and the output and (resized) content images' paths relative to ``out_dir``.
+
+    Args:
+        models: the guide models.
+        judge: measures each result.
+        grid: the jobs.
+        out_dir: report folder; created if missing.
+    """
+    out_dir = Path(out_dir)
+    (out_dir / CONTENT_DIR).mkdir(parents=True, exist_ok=True)
+    pictures = [load_image(path, grid.limits).image for path in grid.images]
+    saved: set[Path] = set()
+    for k, setting in enumerate(grid.settings):
+        folder = Path(OUTPUTS_DIR) / f"{k:02d}-{slug(setting.label)}"
+        (out_dir / folder).mkdir(parents=True, exist_ok=True)
+        for i, (path, picture) in enumerate(zip(grid.images, pictures)):
+            stem = f"{i:02d}-{slug(path.stem)}"
+            for j, prompt in enumerate(grid.prompts):
+                config = grid.config(setting, prompt)
+                result, seconds = _stylize_timed(models, picture, config)
+                output_path = folder / f"{stem}__{j:02d}-{slug(prompt)}.png"
+                content_path = Path(CONTENT_DIR) / f"{stem}_{result.width}x{result.height}.png"
+                content = to_tensor(picture, result.size)
+                if content_path not in saved:
+                    to_pil(content).save(out_dir / content_path)
+                    saved.add(content_path)
+                result.save(out_dir / output_path)
+                scores = judge.measure((content + 1) / 2, (to_tensor(result, result.size) + 1) / 2, prompt, config.reference)
+                yield {
+                    "image": path.name,
+                    "prompt": prompt,
+                    "setting": setting.label,
+                    "sweep": setting.swept,
+                    **{name: value for name, value in config.to_dict().items() if name != "prompt"},
+                    **scores,
+                    "seconds": seconds,
+                    "output": output_path.as_posix(),
+                    "content": content_path.as_posix(),
+                }
+
+
+def _stylize_timed(models: Models, picture: Image.Image, config: StyleConfig) -> tuple[Image.Image, float]:
+    """The final image of one job and the wall-clock seconds it took."""
+    started = time.perf_counter()
+    for frame in stylize(models, picture, config):
+        result = frame.image  # the last frame is the result
+    return result, time.perf_counter() - started
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of ``text`` (letters, digits, ``._=-``)."""
+    return _UNSAFE.sub("-", text).strip("-.")[:60] or "x"
+

@@ -22,6 +22,8 @@ from .errors import InputError
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image]
 
+# Leading bytes of the formats we accept, to tell a broken image from a non-image.
+IMAGE_SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
 MIN_SIDE = 16
 MAX_ASPECT = 8.0
 _SRGB = ImageCms.createProfile("sRGB")
@@ -57,6 +59,8 @@ def load_image(source: ImageSource, limits: Limits | None = None) -> LoadedImage
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
+        if data.startswith(IMAGE_SIGNATURES):
+            raise InputError("the image file is truncated or corrupt (its header could not be read)") from None
         raise InputError("the file is not an image that can be read (expected PNG, JPEG, WebP, GIF, BMP or TIFF)") from None
     except Image.DecompressionBombError:
         raise InputError(f"the image claims more pixels than the limit of {limits.max_pixels:,}") from None

@@ -75,6 +75,11 @@ def _upload_payload(payload: Any) -> str | bytes | None:
     return None
 
 
+def _as_sent(payload: Any) -> Any:
+    """Pass a widget's value through unchanged; validation happens once, in :class:`StyleConfig`."""
+    return payload
+
+
 def build_demo(run_fn: RunFn, info: ModelInfo, limits: Limits | None = None) -> gr.Blocks:
     """Build the page around ``run_fn``.
 
@@ -138,6 +143,9 @@ def build_demo(run_fn: RunFn, info: ModelInfo, limits: Limits | None = None) -> 
         if examples:
             gr.Examples(examples, inputs=[image, widgets["prompt"], widgets["reference"]], label="Examples")
 
+        for widget in (*widgets.values(), randomize):
+            # Values reach StyleConfig as sent, so API callers get the same setting-named messages as the CLI.
+            widget.preprocess = _as_sent  # type: ignore[method-assign]
         inputs = [image, *(widgets[name] for name in KNOBS), randomize]
         outputs = [result, status, comparison, trajectory, downloads, settings_box, widgets["seed"]]
 
@@ -200,9 +208,9 @@ def _stopped() -> str:
     return "**Stopped.** Press **Stylize** to run again."
 
 
-def _settings_from_widgets(values: dict[str, Any], randomize_seed: bool) -> dict[str, Any]:
+def _settings_from_widgets(values: dict[str, Any], randomize_seed: Any) -> dict[str, Any]:
     settings = {k: v for k, v in values.items() if v is not None}
-    if randomize_seed:
+    if randomize_seed is True:
         settings["seed"] = random.randint(0, SEED_MAX)
     settings.setdefault("seed", 0)
     for name in ("prompt", "reference"):
@@ -247,7 +255,9 @@ def _model_line(info: ModelInfo) -> str:
 
 def _sentence(message: str) -> str:
     message = message.strip()
-    message = message[:1].upper() + message[1:]
+    first = message.split(" ", 1)[0]
+    if first.isalpha():  # leave setting names such as w_dir as they are
+        message = message[:1].upper() + message[1:]
     return message if message.endswith((".", "!", "?")) else message + "."
 
 

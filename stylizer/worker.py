@@ -24,8 +24,9 @@ import torch
 from PIL import Image
 
 from .config import Limits, StyleConfig
-from .errors import InputError, OutOfMemoryError, StylizerError
-from .images import ImageSource, load_image, save_animation
+from .errors import OutOfMemoryError, StylizerError
+from .images import ImageSource, save_animation
+from .inputs import prepare_job
 from .jobs import JobResult, JobUpdate, ModelInfo
 from .models import Models, load_models, resolve_device
 from .sampler import stylize
@@ -92,18 +93,6 @@ class Worker:
         """How many jobs may run at once (one per device)."""
         return len(self.replicas)
 
-    def prepare(self, image: ImageSource | None, settings: Mapping[str, Any]) -> tuple[Image.Image, StyleConfig, list[str]]:
-        """Validate a request before it waits for a device.
-
-        Raises:
-            StylizerError: no image, an unreadable image, or a bad setting.
-        """
-        if image is None:
-            raise InputError("no image: upload, paste or take a picture first")
-        config = StyleConfig.from_dict(settings).validated(self.limits)
-        loaded = load_image(image, self.limits)
-        return loaded.image, config, loaded.notes
-
     def run(self, image: ImageSource | None, settings: Mapping[str, Any]) -> Iterator[JobUpdate]:
         """Run one job, yielding an update every step; closing the iterator cancels the job.
 
@@ -114,7 +103,8 @@ class Worker:
         Raises:
             StylizerError: bad input, out of memory, or over the wall-time limit.
         """
-        picture, config, notes = self.prepare(image, settings)
+        job = prepare_job(image, settings, self.limits)
+        picture, config, notes = job.image, job.config, job.notes
         total = config.denoise_steps
         device = self._acquire()
         while device is None:

@@ -1,0 +1,367 @@
+"""Hostile input, path safety, load, disconnects, injected OOM and a memory soak, against the in-process server."""
+
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+import torch
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from stylizer import worker as worker_module
+from stylizer.cli import main as cli_main
+from stylizer.config import Limits
+from stylizer.ui import build_demo
+from stylizer.worker import Worker
+
+from .apphelpers import bomb_png, result_path, served
+from .conftest import make_image
+
+ROOT = Path(__file__).resolve().parents[1]
+LIMITS = Limits(max_pixels=4_000_000, max_upload_mb=2.0)
+FAST = {"size": 64, "steps": 4}
+
+
+def encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def bomb_gif(width: int = 60_000, height: int = 60_000) -> bytes:
+    """A tiny GIF whose logical screen and frame claim ``width`` x ``height``."""
+    data = bytearray(encode(Image.new("P", (16, 16)), "GIF"))
+    data[6:10] = width.to_bytes(2, "little") + height.to_bytes(2, "little")
+    frame = data.index(b",")  # image descriptor
+    data[frame + 5 : frame + 9] = width.to_bytes(2, "little") + height.to_bytes(2, "little")
+    return bytes(data)
+
+
+def animated(fmt: str) -> bytes:
+    frames = [Image.new("RGB", (32, 32), c) for c in ((250, 0, 0), (0, 250, 0), (0, 0, 250))]
+    return encode(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100)
+
+
+def with_icc() -> bytes:
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB"))  # any valid profile that is not sRGB
+    return encode(make_image(48, 32), "JPEG", icc_profile=ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()) if profile else b""
+
+
+def rotated_jpeg() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    return encode(make_image(64, 32), "JPEG", exif=exif.tobytes())
+
+
+def sixteen_bit() -> bytes:
+    return encode(Image.fromarray((np.arange(48 * 32).reshape(32, 48) * 40).astype(np.uint16), mode="I;16"), "PNG")
+
+
+def float_tiff() -> bytes:
+    return encode(Image.fromarray(np.linspace(0, 1, 48 * 32, dtype=np.float32).reshape(32, 48), mode="F"), "TIFF")
+
+
+# name -> (file bytes, message fragment for a rejection, or None when the job must succeed)
+CORPUS = {
+    "zero-byte": (b"", "empty"),
+    "truncated-png": (encode(make_image(64, 64), "PNG")[:300], "truncated or corrupt"),
+    "corrupt-jpeg": (encode(make_image(64, 64), "JPEG")[:200] + os.urandom(300), "truncated or corrupt"),
+    "text-as-png": (b"Just some text pretending to be an image.\n" * 4, "not an image"),
+    "png-bomb": (bomb_png(), "pixels"),
+    "gif-bomb": (bomb_gif(), "pixels"),
+    "extreme-aspect": (encode(Image.new("RGB", (8000, 8)), "PNG"), "each side needs at least"),
+    "wide-aspect": (encode(Image.new("RGB", (2000, 40)), "PNG"), "aspect ratio"),
+    "one-pixel": (encode(Image.new("RGB", (1, 1)), "PNG"), "each side needs at least"),
+    "cmyk": (encode(make_image(48, 32).convert("CMYK"), "JPEG"), None),
+    "16-bit": (sixteen_bit(), None),
+    "float": (float_tiff(), None),
+    "palette-alpha": (encode(make_image(48, 32).convert("P"), "PNG", transparency=0), None),
+    "animated-gif": (animated("GIF"), None),
+    "animated-webp": (animated("WEBP"), None),
+    "apng": (animated("PNG"), None),
+    "exif-rotated": (rotated_jpeg(), None),
+    "icc-profile": (with_icc(), None),
+}
+SUFFIX = {"float": ".tiff", "cmyk": ".jpg", "exif-rotated": ".jpg", "icc-profile": ".jpg", "animated-gif": ".gif", "animated-webp": ".webp", "gif-bomb": ".gif", "corrupt-jpeg": ".jpg"}
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory):
+    return Worker("tiny", ["cpu"], limits=LIMITS, output_dir=tmp_path_factory.mktemp("outputs"))
+
+
+@pytest.fixture(scope="module")
+def server(worker):
+    demo = build_demo(worker.run, worker.info, LIMITS)
+    with served(demo, max_file_size="3mb") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server, verbose=False)
+
+
+def corpus_file(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}{SUFFIX.get(name, '.png')}"
+    path.write_bytes(CORPUS[name][0])
+    return path
+
+
+def job_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("stylizer-job")]
+
+
+def wait_until_idle(worker: Worker, seconds: float = 30.0) -> bool:
+    """True once no job thread runs and every device is back in the pool."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not job_threads() and worker._free.qsize() == worker.concurrency:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_hostile_files_through_the_cli(capsys, tmp_path, name):
+    source = corpus_file(tmp_path, name)
+    fragment = CORPUS[name][1]
+    code = cli_main([str(source), "-p", "ink", "-o", str(tmp_path / "out.png"), "--model", "tiny", "--steps", "3", "--size", "64"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip() and "stylizing" not in line]
+    if fragment is None:
+        assert code == 0, err
+        assert Image.open(tmp_path / "out.png").mode == "RGB"
+        if name.startswith("animated") or name == "apng":
+            assert any("first frame" in line for line in lines)
+    else:
+        assert code == 2
+        assert len(lines) == 1 and lines[0].startswith("stylizer: error:") and fragment in lines[0], err
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_hostile_files_through_the_api(client, tmp_path, picture_path, name):
+    source = corpus_file(tmp_path, name)
+    fragment = CORPUS[name][1]
+    if fragment is None:
+        outputs = client.predict(image=handle_file(str(source)), prompt="ink", **FAST, api_name="/stylize")
+        assert "Done" in outputs[1]
+        if name.startswith("animated") or name == "apng":
+            assert "first frame" in outputs[1]
+    else:
+        with pytest.raises(AppError, match="(?i)" + fragment):
+            client.predict(image=handle_file(str(source)), prompt="ink", **FAST, api_name="/stylize")
+        ok = client.predict(image=handle_file(picture_path), prompt="ink", **FAST, api_name="/stylize")
+        assert "Done" in ok[1]
+
+
+def test_exif_orientation_is_applied_end_to_end(client, tmp_path):
+    source = corpus_file(tmp_path, "exif-rotated")  # stored 64x32, displayed 32x64
+    outputs = client.predict(image=handle_file(str(source)), prompt="ink", **FAST, api_name="/stylize")
+    assert Image.open(result_path(outputs[0])).size == (32, 64)
+
+
+@pytest.mark.parametrize(
+    "prompt, check",
+    [
+        ("   ", "error:Prompt is empty"),
+        ("ink " * 90, "status:too long for CLIP"),
+        ("ink\x00\x07 wash\x1b", "settings:ink wash"),
+    ],
+    ids=["whitespace", "too-long", "control-chars"],
+)
+def test_prompts(client, picture_path, prompt, check):
+    kind, expected = check.split(":", 1)
+    if kind == "error":
+        with pytest.raises(AppError, match=expected):
+            client.predict(image=handle_file(picture_path), prompt=prompt, **FAST, api_name="/stylize")
+        return
+    outputs = client.predict(image=handle_file(picture_path), prompt=prompt, **FAST, api_name="/stylize")
+    if kind == "status":
+        assert expected in outputs[1]
+    else:
+        assert json.loads(outputs[5])["prompt"] == expected
+
+
+def call_raw(server: str, data: list) -> str:
+    """POST the /stylize API with raw JSON (which may hold NaN) and return the SSE stream's text."""
+    body = json.dumps({"data": data}, allow_nan=True)
+    with httpx.Client(base_url=server, timeout=60) as http:
+        response = http.post("/gradio_api/call/stylize", content=body, headers={"content-type": "application/json"})
+        if response.status_code != 200:
+            return response.text
+        event_id = response.json()["event_id"]
+        return http.get(f"/gradio_api/call/stylize/{event_id}").text
+
+
+def upload(server: str, path: str) -> dict:
+    with httpx.Client(base_url=server, timeout=60) as http:
+        response = http.post("/gradio_api/upload", files={"files": open(path, "rb")})
+        return {"path": response.json()[0], "meta": {"_type": "gradio.FileData"}}
+
+
+def api_args(image: dict, **overrides) -> list:
+    values = {"prompt": "ink", "reference": "a photo", "w_dir": 2000, "w_patch": 4000, "w_content": 100, "w_tv": 150,
+              "steps": 4, "strength": 0.6, "start": "invert", "mode": "fast", "guidance_scale": 1.0, "cfg_scale": 7.5,
+              "n_patches": 8, "patch_size": 64, "threshold": 0.7, "size": 64, "seed": 0, "randomize_seed": False}
+    values.update(overrides)
+    return [image, *values.values()]
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        ({"w_dir": float("nan")}, "w_dir must be a finite number"),
+        ({"strength": float("inf")}, "strength must be"),
+        ({"guidance_scale": float("-inf")}, "guidance_scale must be"),
+        ({"w_tv": -3}, "w_tv must be between 0 and"),
+        ({"steps": 10**9}, "steps must be between 1 and 500"),
+        ({"seed": -1}, "seed must be between"),
+        ({"start": "sideways"}, "start must be one of noise, invert"),
+        ({"size": "huge"}, "size must be a number"),
+        ({"n_patches": 2.5}, "n_patches must be a whole number"),
+    ],
+    ids=["nan", "inf", "-inf", "negative", "huge", "negative-seed", "bad-choice", "string", "fraction"],
+)
+def test_bad_numbers_through_the_raw_api(server, picture_path, overrides, fragment):
+    text = call_raw(server, api_args(upload(server, picture_path), **overrides))
+    assert "event: error" in text and fragment.lower() in text.lower(), text[-500:]
+    assert "Traceback" not in text
+
+
+def test_the_api_refuses_server_side_paths(server):
+    for path in ("/etc/passwd", str(ROOT / "app.py")):
+        text = call_raw(server, api_args({"path": path, "meta": {"_type": "gradio.FileData"}}))
+        assert "event: error" in text, text[-300:]
+        assert "root:" not in text and "def main" not in text
+
+
+def test_other_jobs_files_cannot_be_fetched_by_guessing(server, client, worker, picture_path):
+    outputs = client.predict(image=handle_file(picture_path), prompt="ink", **FAST, api_name="/stylize")
+    served_png = result_path(outputs[4]["value"][0] if isinstance(outputs[4], dict) else outputs[4][0])
+    worker_files = sorted(worker.output_dir.glob("job-*/stylized.png"))
+    assert worker_files
+    with httpx.Client(base_url=server, timeout=30) as http:
+        # The worker's own folder is never served, whatever the path.
+        assert http.get(f"/gradio_api/file={worker_files[-1]}").status_code in (403, 404)
+        # A served file's URL holds an unguessable hash; changing it finds nothing.
+        cached = Path(served_png)
+        guessed = cached.parent.with_name(cached.parent.name[:-4] + "0000") / cached.name
+        assert http.get(f"/gradio_api/file={guessed}").status_code in (403, 404)
+        assert http.get("/gradio_api/file=/etc/passwd").status_code in (403, 404)
+
+
+def test_eight_clients_are_served_in_order_without_mix_ups(server, picture_path):
+    jobs = []
+    for i in range(8):
+        client = Client(server, verbose=False)
+        jobs.append(client.submit(image=handle_file(picture_path), prompt=f"style number {i}", seed=100 + i, **FAST, api_name="/stylize"))
+        time.sleep(0.15)
+    finished: list[int] = []
+    lock = threading.Lock()
+
+    def wait(i, job):
+        job.result(timeout=300)
+        with lock:
+            finished.append(i)
+
+    threads = [threading.Thread(target=wait, args=(i, job)) for i, job in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(320)
+    assert finished == list(range(8))
+    for i, job in enumerate(jobs):
+        settings = json.loads(job.outputs()[-1][5])
+        assert settings["prompt"] == f"style number {i}" and settings["seed"] == 100 + i
+
+
+def test_a_client_that_disconnects_frees_the_worker(server, worker, picture_path, client):
+    script = (
+        "import os, sys\n"
+        "from gradio_client import Client, handle_file\n"
+        f"job = Client({server!r}, verbose=False).submit(image=handle_file({picture_path!r}), prompt='ink', size=64, steps=400, strength=1.0, api_name='/stylize')\n"
+        "seen = 0\n"
+        "for outputs in job:\n"
+        "    seen += 'Step' in str(outputs[1])\n"
+        "    if seen >= 3:\n"
+        "        print('running', flush=True)\n"
+        "        os._exit(0)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert "running" in proc.stdout, proc.stderr
+    assert wait_until_idle(worker), "the job kept running after its client went away"
+    assert "Done" in client.predict(image=handle_file(picture_path), prompt="ink", **FAST, api_name="/stylize")[1]
+
+
+def test_out_of_memory_is_reported_and_the_server_recovers(client, picture_path, monkeypatch):
+    real = worker_module.stylize
+
+    def exhausted(models, image, config, on_step=None):
+        on_step(1, config.denoise_steps)
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        yield  # a generator, like the real sampler
+
+    monkeypatch.setattr(worker_module, "stylize", exhausted)
+    with pytest.raises(AppError, match="ran out of memory: lower the resolution or the number of patches"):
+        client.predict(image=handle_file(picture_path), prompt="ink", **FAST, api_name="/stylize")
+    monkeypatch.setattr(worker_module, "stylize", real)
+    assert "Done" in client.predict(image=handle_file(picture_path), prompt="ink", **FAST, api_name="/stylize")[1]
+
+
+def test_jobs_over_the_wall_time_limit_stop_with_a_message(tmp_path, picture_path):
+    slow = Worker("tiny", ["cpu"], limits=Limits(job_timeout_s=0.5), output_dir=tmp_path)
+    with pytest.raises(Exception, match="longer than the 0.5 s limit"):
+        for _ in slow.run(picture_path, {"prompt": "ink", "size": 64, "steps": 400, "strength": 1.0}):
+            pass
+    assert wait_until_idle(slow, 5.0)
+
+
+def test_old_job_folders_are_deleted(tmp_path, picture_path):
+    short = Worker("tiny", ["cpu"], output_dir=tmp_path, output_ttl_s=0.0)
+    for _ in range(2):
+        list(short.run(picture_path, {"prompt": "ink", **FAST}))
+        time.sleep(0.05)
+    assert len(list(tmp_path.glob("job-*"))) == 1
+
+
+@pytest.mark.soak
+def test_soak_resident_memory_has_no_upward_trend(client, picture_path):
+    jobs = int(os.environ.get("STYLIZER_SOAK_JOBS", "100"))
+    warmup = min(10, jobs // 4)
+    process = psutil.Process()
+    rss = []
+    for i in range(jobs):
+        client.predict(image=handle_file(picture_path), prompt=f"ink {i}", **FAST, api_name="/stylize")
+        rss.append(process.memory_info().rss / 2**20)
+    steady = rss[warmup:]
+    x = np.arange(len(steady))
+    slope = np.polyfit(x, steady, 1)[0]  # MB per job
+    growth = slope * len(steady)
+    print(f"soak: {jobs} jobs, RSS {steady[0]:.0f} -> {steady[-1]:.0f} MB, fitted growth {growth:.1f} MB (median {statistics.median(steady):.0f} MB)")
+    # Tolerance: under 0.25 MB per job after warm-up (25 MB over 100 jobs) — a leak of one 64 px frame set per job would exceed it.
+    assert slope < 0.25, f"RSS grows {slope:.3f} MB per job"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_memory_returns_to_baseline_after_each_job(tmp_path, picture_path):
+    gpu = Worker("tiny", ["cuda"], output_dir=tmp_path)
+    list(gpu.run(picture_path, {"prompt": "ink", **FAST}))
+    baseline = torch.cuda.memory_allocated()
+    for _ in range(3):
+        list(gpu.run(picture_path, {"prompt": "ink", **FAST}))
+        assert torch.cuda.memory_allocated() <= baseline

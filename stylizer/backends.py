@@ -1,15 +1,30 @@
-"""Diffusion backends: one interface over a pixel-space UNet and (later) a latent UNet + VAE.
+"""Diffusion backends: one interface over a pixel-space UNet and a latent UNet + VAE.
 
 The sampler only talks to :class:`DiffusionBackend`; adding a backend never forks the loop.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
+import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from torch import nn
+
+from .errors import ModelLoadError
+
+# The sampler's guidance shifts ε; models trained to predict v are converted to ε in :meth:`eps`.
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+# Frames are thumbnails while a job runs: decoding them at most this large (long side, px)
+# costs a quarter of the decoder's work at 512 px and a sixteenth at 1024 px.
+PREVIEW_MAX_SIDE = 256
+# Above this side (px) the VAE encodes and decodes in overlapping tiles of this size, so a
+# 1024 px result needs the decoder memory of a 768 px one (the guidance pass keeps every
+# tile's activations for the backward pass, so tiling does not shrink that one).
+VAE_TILE_SIDE = 768
 
 
 class DiffusionBackend:
@@ -26,7 +41,16 @@ class DiffusionBackend:
     grad_gain: float = 1.0
 
     def __init__(self, scheduler_config: Mapping[str, Any]) -> None:
-        self.scheduler_config = dict(scheduler_config)
+        config = dict(scheduler_config)
+        self.prediction_type = config.get("prediction_type", "epsilon")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ModelLoadError(
+                f"the model predicts {self.prediction_type!r}; only {' and '.join(PREDICTION_TYPES)} models are supported"
+            )
+        # The scheduler always receives ε (see :meth:`to_epsilon`).
+        config["prediction_type"] = "epsilon"
+        self.scheduler_config = config
+        self.alphas_cumprod = self.new_scheduler().alphas_cumprod
 
     def new_scheduler(self) -> DDIMScheduler:
         """A fresh DDIM scheduler (schedulers hold per-job state, so never share one)."""
@@ -57,6 +81,13 @@ class DiffusionBackend:
         """Predicted noise ε(x_t, t)."""
         raise NotImplementedError
 
+    def to_epsilon(self, output: torch.Tensor, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The model's raw output as ε: unchanged for ε-models, ε = √ᾱ·v + √(1-ᾱ)·x_t for v-models."""
+        if self.prediction_type == "epsilon":
+            return output
+        alpha_bar = self.alphas_cumprod[int(t)].to(sample.device, sample.dtype)
+        return alpha_bar.sqrt() * output + (1 - alpha_bar).sqrt() * sample
+
 
 class PixelBackend(DiffusionBackend):
     """An unconditional diffusers ``UNet2DModel`` denoising RGB pixels in [-1, 1].
@@ -83,4 +114,130 @@ class PixelBackend(DiffusionBackend):
     def eps(self, sample: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
         out = self.unet(sample, t).sample
         # Models trained with a learned variance (e.g. OpenAI's) output [ε, v]; DDIM needs ε only.
-        return out[:, : sample.shape[1]]
+        return self.to_epsilon(out[:, : sample.shape[1]], sample, t)
+
+
+@dataclass(frozen=True)
+class TextCondition:
+    """Text embeddings for the UNet's cross-attention, computed once per job.
+
+    Attributes:
+        embeds: (1, L, D) for a single pass (the empty prompt alone, or one text alone),
+            or (2, L, D) = [empty prompt, text] for classifier-free guidance.
+        cfg_scale: ε = ε(∅) + cfg_scale·(ε(text) − ε(∅)); used only with two embeddings.
+    """
+
+    embeds: torch.Tensor
+    cfg_scale: float = 1.0
+
+
+class LatentBackend(DiffusionBackend):
+    """A Stable Diffusion 1.x/2.x UNet denoising VAE latents, conditioned on text.
+
+    Latents stay float32 in the sampler (the DDIM arithmetic and the guidance shift);
+    the UNet, VAE and text encoder may run in half precision, and every output is cast
+    back to float32 at the boundary, so the CLIP and VGG losses always see float32 pixels.
+
+    Args:
+        unet: a diffusers ``UNet2DConditionModel``.
+        vae: a diffusers ``AutoencoderKL``.
+        text_encoder: a transformers ``CLIPTextModel`` whose hidden size is the UNet's cross-attention size.
+        tokenizer: the matching transformers CLIP tokenizer.
+        scheduler_config: the checkpoint's scheduler config.
+        preview_max_side: long side (px) above which frames decode a downscaled latent.
+    """
+
+    kind = "latent"
+
+    def __init__(
+        self,
+        unet: nn.Module,
+        vae: nn.Module,
+        text_encoder: nn.Module,
+        tokenizer: Any,
+        scheduler_config: Mapping[str, Any],
+        preview_max_side: int = PREVIEW_MAX_SIDE,
+    ) -> None:
+        super().__init__(scheduler_config)
+        self.unet = unet.eval().requires_grad_(False)
+        self.vae = vae.eval().requires_grad_(False)
+        self.text_encoder = text_encoder.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.preview_max_side = preview_max_side
+        self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.multiple = self.vae_factor * 2 ** (len(unet.config.block_out_channels) - 1)
+        # The losses are means over pixels, and the sampler already rescales their gradient to
+        # pixel units by the image area. A latent element decodes to a vae_factor x vae_factor
+        # pixel block, so its gradient sums that many pixel gradients (the chain rule through
+        # the decoder): dividing by the block area (1/64 for SD's 8x VAE) puts one latent
+        # element's push on the same per-pixel scale as a pixel backend's. The max_shift trust
+        # region then caps whatever the decoder's Jacobian adds on top.
+        self.grad_gain = 1.0 / self.vae_factor**2
+        self.scaling_factor = float(vae.config.scaling_factor)
+        self.vae.enable_tiling()
+        self.vae.tile_sample_min_size = VAE_TILE_SIDE
+        self.vae.tile_latent_min_size = VAE_TILE_SIDE // self.vae_factor
+        self.max_tokens = min(tokenizer.model_max_length, text_encoder.config.max_position_embeddings)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The precision the networks run in (float32 on CPU, half on CUDA)."""
+        return self.unet.dtype
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """Image in [-1, 1] -> scaled latent (the posterior mean: deterministic, as inversion needs)."""
+        latent = self.vae.encode(image.to(self.dtype)).latent_dist.mode()
+        return latent.float() * self.scaling_factor
+
+    def decode(self, sample: torch.Tensor) -> torch.Tensor:
+        """Scaled latent -> float32 image in about [-1, 1], differentiable through the VAE decoder."""
+        return self.vae.decode((sample / self.scaling_factor).to(self.dtype)).sample.float()
+
+    def preview(self, sample: torch.Tensor) -> torch.Tensor:
+        """Decode a latent area-downscaled so the frame's long side is at most ``preview_max_side`` px."""
+        height, width = sample.shape[-2:]
+        scale = self.preview_max_side / (self.vae_factor * max(height, width))
+        if scale < 1:
+            size = (max(1, round(height * scale)), max(1, round(width * scale)))
+            sample = F.interpolate(sample, size=size, mode="area")
+        return super().preview(sample)
+
+    @torch.no_grad()
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        """(len(texts), L, D) last hidden states of the text encoder, as SD 1.x and 2.x condition on."""
+        tokens = self.tokenizer(
+            texts, padding="max_length", max_length=self.max_tokens, truncation=True, return_tensors="pt"
+        ).input_ids
+        return self.text_encoder(tokens.to(self.text_encoder.device))[0].to(self.dtype)
+
+    def condition(self, prompt: str, reference: str, cfg_scale: float) -> TextCondition:
+        """Classifier-free guidance on the style prompt, with as few UNet passes as the scale allows.
+
+        ``cfg_scale`` 0 is the unconditional (empty-prompt) ε alone, so only CLIP guides;
+        1 is the conditional ε alone; anything else runs both in one batch.
+        """
+        if cfg_scale == 0:
+            return TextCondition(self.embed([""]))
+        if cfg_scale == 1:
+            return TextCondition(self.embed([prompt]))
+        return TextCondition(self.embed(["", prompt]), cfg_scale)
+
+    def inversion_condition(self, reference: str) -> TextCondition:
+        """Invert with the reference text (it describes the input), without classifier-free guidance.
+
+        DDIM inversion is only near-exact at guidance scale 1, and inverting with a
+        description of the source is what prompt-to-prompt and null-text inversion do.
+        The empty prompt (``condition(..., cfg_scale=0)``) would work too; it matches the
+        sampler exactly only when the job also runs with ``cfg_scale`` 0.
+        """
+        return TextCondition(self.embed([reference]))
+
+    def eps(self, sample: torch.Tensor, t: torch.Tensor, cond: TextCondition) -> torch.Tensor:
+        """Predicted ε(x_t, t | text), in float32; differentiable with respect to ``sample``."""
+        batch = cond.embeds.shape[0]
+        x = sample.to(self.dtype).expand(batch, -1, -1, -1)
+        out = self.unet(x, t, encoder_hidden_states=cond.embeds).sample.float()
+        if batch > 1:
+            uncond, text = out.chunk(2)
+            out = uncond + cond.cfg_scale * (text - uncond)
+        return self.to_epsilon(out, sample, t)

@@ -122,7 +122,7 @@ def _stylize(args: argparse.Namespace) -> int:
 
     models = load_models(args.model, args.device, args.clip)
     if models.untrained:
-        print("stylizer: warning: the 'tiny' preset has random weights; its output is noise, for testing only", file=sys.stderr)
+        print(f"stylizer: warning: the {models.name!r} preset has random weights; its output is noise, for testing only", file=sys.stderr)
     started = time.perf_counter()
     frames = []
     with tqdm(total=config.denoise_steps, desc="stylizing", unit="step", file=sys.stderr, leave=False) as bar:

@@ -55,6 +55,14 @@ def fetch_first(repo_id: str, candidates: Sequence[str]) -> Path:
     raise first_error
 
 
+def fetch_optional(repo_id: str, filename: str) -> Path | None:
+    """Like :func:`fetch`, but ``None`` when the repo (or, offline, the cache) has no such file."""
+    try:
+        return fetch(repo_id, filename)
+    except EntryNotFoundError:
+        return None
+
+
 def offline_reason() -> str:
     """Why the Hub is not used, for error messages (empty when it is online)."""
     if hub_online():

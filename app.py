@@ -83,7 +83,15 @@ def main(argv: list[str] | None = None) -> int:
         theme=THEME,
         css=CSS,
         show_error=True,
+        prevent_thread_lock=True,
     )
+    if args.share:
+        if demo.share_url:
+            print(f"Public link (valid for a week): {demo.share_url}", file=sys.stderr, flush=True)
+        else:
+            print(f"Could not create a public share link (Gradio's share servers cannot be reached); "
+                  f"serving locally only at {demo.local_url}", file=sys.stderr, flush=True)
+    demo.block_thread()
     return 0
 
 

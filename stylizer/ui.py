@@ -13,6 +13,7 @@ import logging
 import random
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import gradio as gr
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SEED_MAX = 2**32 - 1
+SETTINGS_PARAM = "settings"
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate")
 CSS = """
 .stylizer-banner {border-left: 4px solid #d97706; padding: 0.4em 0.8em; background: #fffbeb; color: #78350f;}
@@ -162,7 +164,9 @@ def build_demo(run_fn: RunFn, info: ModelInfo, limits: Limits | None = None) -> 
             show_progress="minimal",
         )
         stop_button.click(_stopped, None, [status], cancels=[run_event], queue=False, api_visibility="private")
-        apply_button.click(_apply_settings, [settings_box], [widgets[name] for name in KNOBS], api_visibility="private")
+        knob_widgets = [widgets[name] for name in KNOBS]
+        apply_button.click(_apply_settings, [settings_box], knob_widgets, api_visibility="private")
+        demo.load(_settings_from_url, None, knob_widgets, api_visibility="private")
     return demo
 
 
@@ -185,7 +189,9 @@ def _stream(run_fn: RunFn, image: Any, settings: dict[str, Any], progress: gr.Pr
                 continue
             done = update.result
             notes = "".join(f"\n\n_Note: {n}._" for n in done.notes)
-            text = f"**Done** in {done.seconds:.1f} s · {update.total} steps{_losses_text(done.losses)}{notes}"
+            link = "?" + urlencode({SETTINGS_PARAM: json.dumps(done.settings, separators=(",", ":"))})
+            text = (f"**Done** in {done.seconds:.1f} s · {update.total} steps{_losses_text(done.losses)} · "
+                    f"[link to these settings]({link}){notes}")
             yield (
                 done.image,
                 text,
@@ -216,6 +222,18 @@ def _settings_from_widgets(values: dict[str, Any], randomize_seed: Any) -> dict[
     for name in ("prompt", "reference"):
         settings[name] = settings.get(name) or ""
     return settings
+
+
+def _settings_from_url(request: gr.Request):
+    """On page load, fill the knobs from a ``?settings=<json>`` link; leave them alone otherwise."""
+    text = request.query_params.get(SETTINGS_PARAM) if request else None
+    if not text:
+        return [gr.skip()] * len(KNOBS)
+    try:
+        return _apply_settings(text)
+    except gr.Error as exc:
+        gr.Warning(f"The settings in the link were not applied: {exc.message}")
+        return [gr.skip()] * len(KNOBS)
 
 
 def _apply_settings(text: str):

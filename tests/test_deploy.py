@@ -103,3 +103,44 @@ def test_dockerfile_has_the_user_port_cache_and_a_cmd_that_matches_app_py():
     app.parse_args(cmd[2:])  # every flag in CMD is one app.py accepts
     copies = [shlex.split(a) for w, a in steps if w == "COPY"]
     assert all(any(part.startswith("--chown=1000") for part in c) for c in copies)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_app_offline_share_keeps_serving_and_auth_from_the_environment_protects_it(tmp_path):
+    """`--share` without internet says why and serves locally; STYLIZER_AUTH demands a login."""
+    import os
+    import sys
+    import time
+
+    import httpx
+    from gradio_client import Client
+
+    port = free_port()
+    env = {**os.environ, "STYLIZER_AUTH": "ada:lovelace", "GRADIO_TEMP_DIR": str(tmp_path)}
+    log = tmp_path / "app.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "app.py", "--model", "tiny", "--port", str(port), "--share"],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while "serving locally only" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.5)
+        assert "Could not create a public share link" in log.read_text(), log.read_text()
+        url = f"http://127.0.0.1:{port}/"
+        assert httpx.get(url + "config").status_code in (401, 403)
+        with pytest.raises(Exception):
+            Client(url, verbose=False)
+        client = Client(url, auth=("ada", "lovelace"), verbose=False)
+        assert "/stylize" in client.view_api(return_format="dict")["named_endpoints"]
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(30)

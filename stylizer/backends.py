@@ -6,7 +6,7 @@ The sampler only talks to :class:`DiffusionBackend`; adding a backend never fork
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -241,3 +241,13 @@ class LatentBackend(DiffusionBackend):
             uncond, text = out.chunk(2)
             out = uncond + cond.cfg_scale * (text - uncond)
         return self.to_epsilon(out, sample, t)
+
+
+class LatentParts(NamedTuple):
+    """The components of a Stable Diffusion model, as loaded (before they move to a device)."""
+
+    unet: nn.Module  # diffusers UNet2DConditionModel
+    vae: nn.Module  # diffusers AutoencoderKL
+    text_encoder: nn.Module  # transformers CLIPTextModel
+    tokenizer: Any  # transformers CLIPTokenizer
+    scheduler_config: dict[str, Any]

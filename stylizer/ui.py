@@ -19,7 +19,7 @@ import gradio as gr
 
 from .config import GUIDANCE_MODES, START_MODES, Limits, StyleConfig, field_range
 from .errors import StylizerError
-from .jobs import JobUpdate, ModelInfo, RunFn
+from .jobs import ModelInfo, RunFn
 
 log = logging.getLogger(__name__)
 

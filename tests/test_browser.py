@@ -3,7 +3,6 @@
 Screenshots go to ``test-artifacts/`` for a person to look at.
 """
 
-import os
 import time
 from pathlib import Path
 

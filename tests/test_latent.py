@@ -18,7 +18,8 @@ from stylizer.cli import main
 from stylizer.config import StyleConfig
 from stylizer.errors import ModelLoadError
 from stylizer.images import to_pil, to_tensor
-from stylizer.models import Models, load_backend, load_models, resolve_preset, tiny_latent_parts
+from stylizer.models import Models, load_backend, load_models, resolve_preset
+from stylizer.tiny import SD_SCHEDULE, tiny_latent_parts
 from stylizer.sampler import frame_count, stylize
 
 from .conftest import make_image
@@ -155,7 +156,7 @@ def test_latent_inversion_round_trips_through_the_sampler(latent_models):
 
 
 def test_v_prediction_output_is_converted_to_epsilon():
-    scheduler = DDIMScheduler(**models_module.SD_SCHEDULE, prediction_type="v_prediction")
+    scheduler = DDIMScheduler(**SD_SCHEDULE, prediction_type="v_prediction")
     eps = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
 
     class VModel(nn.Module):

@@ -17,7 +17,8 @@ from safetensors.torch import save_file
 
 from stylizer import models as models_module
 from stylizer.errors import ConfigError, ModelLoadError
-from stylizer.models import load_backend, load_clip, load_models, load_vgg, resolve_preset, tiny_unet
+from stylizer.models import load_backend, load_clip, load_models, load_vgg, resolve_preset
+from stylizer.tiny import tiny_unet
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         kind = type(f.default)
         choices = {"start": START_MODES, "mode": GUIDANCE_MODES}.get(name)
         default = "the preset's" if name == "size" else f.default
-        parser.add_argument(flag, dest=name, type=kind, choices=choices, default=None,
+        metavar = None if choices else {int: "N", float: "F", str: "TEXT"}[kind]
+        parser.add_argument(flag, dest=name, type=kind, choices=choices, default=None, metavar=metavar,
                             help=f"{f.metadata.get('help', '')} (default: {default})")
     return parser
 
@@ -102,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _stylize(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .images import load_image, save_animation
+    from .images import save_animation
+    from .inputs import prepare_job
     from .models import load_models, resolve_preset
     from .sampler import stylize
 
@@ -112,12 +114,11 @@ def _stylize(args: argparse.Namespace) -> int:
     if not output.parent.exists():
         raise ConfigError(f"output folder {output.parent} does not exist")
     preset = resolve_preset(args.model, args.clip)
-    knobs = {name: getattr(args, name) for name in KNOB_FLAGS if getattr(args, name) is not None}
-    knobs.setdefault("size", preset.size)
-    limits = Limits.from_env()
-    config = StyleConfig(prompt=args.prompt, **knobs).validated(limits)
-    loaded = load_image(args.input, limits)
-    for note in loaded.notes:
+    settings = {name: getattr(args, name) for name in KNOB_FLAGS if getattr(args, name) is not None}
+    settings.setdefault("size", preset.size)
+    job = prepare_job(args.input, {"prompt": args.prompt, **settings}, Limits.from_env())
+    config = job.config
+    for note in job.notes:
         print(f"stylizer: note: {note}", file=sys.stderr)
 
     models = load_models(args.model, args.device, args.clip)
@@ -126,7 +127,7 @@ def _stylize(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     frames = []
     with tqdm(total=config.denoise_steps, desc="stylizing", unit="step", file=sys.stderr, leave=False) as bar:
-        for frame in stylize(models, loaded.image, config, on_step=lambda done, total: bar.update(1)):
+        for frame in stylize(models, job.image, config, on_step=lambda done, total: bar.update(1)):
             frames.append(frame)
     seconds = time.perf_counter() - started
     result = frames[-1]
@@ -149,12 +150,31 @@ def _stylize(args: argparse.Namespace) -> int:
 
 
 def _download(argv: Sequence[str]) -> int:
-    from .models import CLIP_MODELS, DEFAULT_PRESET, PRESETS, load_models
+    from .models import CLIP_MODELS, DEFAULT_PRESET, PRESETS, download
 
-    parser = _Parser(prog="python -m stylizer download", description="Fetch every weight a preset needs into the local caches.")
-    parser.add_argument("--model", default=DEFAULT_PRESET, help=f"preset ({', '.join(PRESETS)}), diffusers folder or repo id")
+    parser = _Parser(prog="python -m stylizer download", description="Fetch every weight a preset needs into the local caches (HF_HOME, TORCH_HOME).")
+    parser.add_argument("--model", default=DEFAULT_PRESET, help=f"preset ({', '.join(PRESETS)}), diffusers folder or repo id (default: {DEFAULT_PRESET})")
     parser.add_argument("--clip", choices=list(CLIP_MODELS), help="guidance CLIP (default: the preset's)")
     args = parser.parse_args(argv)
-    models = load_models(args.model, "cpu", args.clip)
-    print(f"stylizer: {models.name} is ready (diffusion, CLIP {models.clip.name}, VGG16)", file=sys.stderr)
+    fetched = download(args.model, args.clip)
+    if not fetched:
+        print(f"stylizer: {args.model} has nothing to download (random weights or a local folder with everything in it)", file=sys.stderr)
+        return 0
+    for entry in fetched:
+        state = "fetched" if entry.downloaded else "cached "
+        print(f"  {state}  {entry.source}  {entry.filename}  {_size(entry.size)}", file=sys.stderr)
+    total = sum(e.size for e in fetched)
+    new = sum(e.size for e in fetched if e.downloaded)
+    print(f"stylizer: {args.model} is ready: {len(fetched)} files, {_size(total)} in the caches ({_size(new)} downloaded now)", file=sys.stderr)
     return 0
+
+
+def _size(n: float) -> str:
+    """Bytes in decimal units, as download pages state them."""
+    if n < 1000:
+        return f"{n:.0f} B"
+    for unit in ("KB", "MB"):
+        n /= 1000
+        if n < 1000:
+            return f"{n:.2f} {unit}"
+    return f"{n / 1000:.2f} GB"

@@ -7,14 +7,17 @@ retrying the network for each file.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 from urllib.parse import urlparse
 
-from huggingface_hub import constants, hf_hub_download
+from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import EntryNotFoundError
 
 HUB_PROBE_TIMEOUT_S = 3.0
@@ -33,6 +36,46 @@ def hub_online() -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """One weights or config file made available locally.
+
+    Attributes:
+        source: the Hub repo id (or another origin, e.g. ``torchvision``).
+        filename: the file's name within the source.
+        path: where it lies in the cache.
+        size: its size in bytes.
+        downloaded: True if it came down now, False if it was already cached.
+    """
+
+    source: str
+    filename: str
+    path: Path
+    size: int
+    downloaded: bool
+
+
+_recording: contextvars.ContextVar[list[Fetched] | None] = contextvars.ContextVar("stylizer_hub_recording", default=None)
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[Fetched]]:
+    """Collect a :class:`Fetched` entry for every file fetched inside the block."""
+    log: list[Fetched] = []
+    token = _recording.set(log)
+    try:
+        yield log
+    finally:
+        _recording.reset(token)
+
+
+def record(entry: Fetched) -> None:
+    """Add ``entry`` to the active :func:`recording`, if any (for files fetched outside the Hub)."""
+    log = _recording.get()
+    if log is not None:
+        log.append(entry)
+
+
 def fetch(repo_id: str, filename: str) -> Path:
     """Path of ``filename`` from ``repo_id`` in the local cache, downloading it if needed and possible.
 
@@ -40,7 +83,10 @@ def fetch(repo_id: str, filename: str) -> Path:
         EntryNotFoundError: the repo has no such file (``LocalEntryNotFoundError``:
             it is not cached and the Hub cannot be reached).
     """
-    return Path(hf_hub_download(repo_id, filename, local_files_only=not hub_online()))
+    cached = isinstance(try_to_load_from_cache(repo_id, filename), str)
+    path = Path(hf_hub_download(repo_id, filename, local_files_only=not hub_online()))
+    record(Fetched(repo_id, filename, path, path.stat().st_size, downloaded=not cached))
+    return path
 
 
 def fetch_first(repo_id: str, candidates: Sequence[str]) -> Path:

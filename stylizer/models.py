@@ -30,11 +30,12 @@ from torchvision.models.vgg import cfgs as vgg_layer_configs
 from torchvision.models.vgg import make_layers
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from . import hub
 from .backends import DiffusionBackend, LatentBackend, LatentParts, PixelBackend
 from .encoders import ClipEncoder, VggEncoder
-from .errors import ConfigError, ModelLoadError
+from .errors import ConfigError
 from .tiny import TINY, TINY_LATENT, TINY_SEED, seeded, tiny_latent_parts, tiny_pixel_parts, tiny_vgg_features
-from .weights import clip_checkpoint, detect_backend, latent_folder, load_error, pixel_folder, vgg_checkpoint
+from .weights import clip_checkpoint, detect_backend, explained_failures, latent_folder, pixel_folder, vgg_checkpoint
 
 PIXEL_SIZE = 256
 
@@ -53,6 +54,7 @@ CLIP_MODELS = {
 }
 
 DEFAULT_CLIP = "ViT-B-32"
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -79,6 +81,7 @@ class Preset:
         """True for the random-weight test models."""
         return self.source in (TINY, TINY_LATENT)
 
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
@@ -95,6 +98,7 @@ PRESETS: dict[str, Preset] = {
 }
 
 DEFAULT_PRESET = "sd15"
+
 
 @dataclass
 class Models:
@@ -124,6 +128,7 @@ class Models:
         """True when these are the random-weight ``tiny`` models."""
         return self.preset.untrained
 
+
 def resolve_device(requested: str | None = None) -> torch.device:
     """``None``/``"auto"`` picks CUDA when available, else CPU; an unavailable CUDA is an error."""
     if requested in (None, "", "auto"):
@@ -137,6 +142,7 @@ def resolve_device(requested: str | None = None) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"unsupported device {requested!r}; use cpu, cuda or cuda:N")
     return device
+
 
 def resolve_preset(model: str, clip: str | None = None) -> Preset:
     """Turn a preset name, local folder or repo id into a :class:`Preset`.
@@ -162,11 +168,13 @@ def resolve_preset(model: str, clip: str | None = None) -> Preset:
         preset = Preset(preset.name, preset.backend, preset.source, clip, preset.size, preset.description)
     return preset
 
+
 def _source_preset(source: str, description: str) -> Preset:
     """A preset for a folder or repo id, with the backend its layout implies and that backend's usual size."""
     backend = detect_backend(source)
     size = LATENT_SIZE if backend == "latent" else PIXEL_SIZE
     return Preset(source, backend, source, size=size, description=f"{description} ({backend})")
+
 
 def load_models(model: str = DEFAULT_PRESET, device: str | None = None, clip: str | None = None) -> Models:
     """Load (or fetch from the in-memory cache) every model of a preset on a device.
@@ -183,10 +191,41 @@ def load_models(model: str = DEFAULT_PRESET, device: str | None = None, clip: st
     preset = resolve_preset(model, clip)
     return _load_models_cached(preset, resolve_device(device))
 
+
 @functools.lru_cache(maxsize=4)
 def _load_models_cached(preset: Preset, device: torch.device) -> Models:
     backend = load_backend(preset.source, device, preset.backend)
     return Models(preset, backend, load_clip(preset.clip, device), load_vgg(device, tiny=preset.untrained), device)
+
+
+def download(model: str = DEFAULT_PRESET, clip: str | None = None) -> list[hub.Fetched]:
+    """Fetch every file a preset needs into the caches, without building any network.
+
+    Uses the same lookups as loading, so a later load finds everything offline.
+
+    Args:
+        model: preset name, diffusers folder or repo id.
+        clip: override the preset's guidance CLIP.
+
+    Returns:
+        One entry per file, saying whether it came down now or was cached already.
+    """
+    preset = resolve_preset(model, clip)
+    if preset.untrained:
+        return []
+    with hub.recording() as fetched:
+        if not Path(preset.source).expanduser().is_dir():
+            with explained_failures(f"diffusion model {preset.source!r}", preset.source):
+                if preset.backend == "latent":
+                    latent_folder(preset.source)
+                else:
+                    pixel_folder(preset.source)
+        arch, tag = CLIP_MODELS[preset.clip]
+        with explained_failures(f"CLIP {arch}/{tag}"):
+            clip_checkpoint(open_clip.get_pretrained_cfg(arch, tag))
+        vgg_checkpoint()
+    return fetched
+
 
 def load_backend(source: str, device: torch.device, kind: str | None = None) -> DiffusionBackend:
     """Build the diffusion backend for ``source`` on ``device``.
@@ -202,17 +241,15 @@ def load_backend(source: str, device: torch.device, kind: str | None = None) -> 
     multiple = 2 ** (len(unet.config.block_out_channels) - 1)
     return PixelBackend(unet.to(device), scheduler_config, multiple)
 
+
 def _load_pixel_unet(source: str) -> tuple[UNet2DModel, dict]:
     """Load a ``UNet2DModel`` and its scheduler config from a flat or pipeline-style layout."""
-    try:
+    with explained_failures(f"diffusion model {source!r}", source):
         folder, subfolder = pixel_folder(source)
         unet = UNet2DModel.from_pretrained(folder, subfolder=subfolder)
         scheduler_config = DDIMScheduler.load_config(folder, subfolder="scheduler" if subfolder else None)
-    except ModelLoadError:
-        raise
-    except Exception as exc:  # any hub, I/O or format failure becomes one clear message
-        raise load_error(f"diffusion model {source!r}", exc, source) from exc
     return unet, dict(scheduler_config)
+
 
 def latent_dtype(device: torch.device) -> torch.dtype:
     """The precision the latent networks run in on ``device``.
@@ -225,6 +262,7 @@ def latent_dtype(device: torch.device) -> torch.dtype:
     if device.type != "cuda":
         return torch.float32
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
 
 def _load_latent_backend(source: str, device: torch.device) -> LatentBackend:
     """The latent backend for ``"tiny-latent"``, a Stable Diffusion folder or a repo id.
@@ -239,9 +277,10 @@ def _load_latent_backend(source: str, device: torch.device) -> LatentBackend:
     unet, vae, text_encoder = (net.to(device) if net.dtype == dtype else net.to(device, dtype) for net in nets)
     return LatentBackend(unet, vae, text_encoder, parts.tokenizer, parts.scheduler_config)
 
+
 def _load_latent_parts(source: str, dtype: torch.dtype) -> LatentParts:
     """Load every component from the folder (or the Hub snapshot) in ``dtype``."""
-    try:
+    with explained_failures(f"Stable Diffusion model {source!r}", source):
         root = latent_folder(source)
         return LatentParts(
             UNet2DConditionModel.from_pretrained(root, subfolder="unet", torch_dtype=dtype),
@@ -250,10 +289,7 @@ def _load_latent_parts(source: str, dtype: torch.dtype) -> LatentParts:
             CLIPTokenizer.from_pretrained(root, subfolder="tokenizer"),
             dict(DDIMScheduler.load_config(root, subfolder="scheduler")),
         )
-    except ModelLoadError:
-        raise
-    except Exception as exc:  # any hub, I/O or format failure becomes one clear message
-        raise load_error(f"Stable Diffusion model {source!r}", exc, source) from exc
+
 
 def load_clip(name: str, device: torch.device, pretrained: str | None = None) -> ClipEncoder:
     """Build a guidance CLIP.
@@ -269,14 +305,12 @@ def load_clip(name: str, device: torch.device, pretrained: str | None = None) ->
     arch, tag = CLIP_MODELS[name]
     tag = pretrained or tag
     tag_cfg = (open_clip.get_pretrained_cfg(arch, tag) or {}) if tag else {}
-    try:
+    with explained_failures(f"CLIP {arch}/{tag}"):
         checkpoint = clip_checkpoint(tag_cfg) if tag_cfg else tag
         with seeded(TINY_SEED), _quiet_logging(checkpoint is None):
             model = open_clip.create_model(
                 arch, pretrained=checkpoint, force_quick_gelu=bool(tag_cfg.get("quick_gelu")), weights_only=True
             )
-    except Exception as exc:  # hub, I/O and checkpoint-format failures alike
-        raise load_error(f"CLIP {arch}/{tag}", exc, None) from exc
     size = model.visual.image_size
     side = size[0] if isinstance(size, (tuple, list)) else size
     pcfg = getattr(model.visual, "preprocess_cfg", {}) or {}
@@ -285,17 +319,16 @@ def load_clip(name: str, device: torch.device, pretrained: str | None = None) ->
     label = f"{arch}/{tag}" if tag else f"{arch} (random weights)"
     return ClipEncoder(model, open_clip.get_tokenizer(arch), side, mean, std, label).to(device)
 
+
 def load_vgg(device: torch.device, tiny: bool = False) -> VggEncoder:
     """VGG16 features with ImageNet weights (torchvision's cache), or a narrow random one when ``tiny``."""
     if tiny:
         return VggEncoder(tiny_vgg_features()).to(device)
     path = vgg_checkpoint()
-    try:
+    with explained_failures(f"VGG16 weights at {path}"):
         state = torch.load(path, map_location="cpu", weights_only=True)
         features = make_layers(vgg_layer_configs["D"])
         features.load_state_dict({k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")})
-    except Exception as exc:  # a truncated, foreign or tampered file
-        raise load_error(f"VGG16 weights at {path}", exc, None) from exc
     return VggEncoder(features).to(device)
 
 

@@ -77,6 +77,7 @@ def tiny_latent_parts() -> LatentParts:
         unet, vae, text_encoder = tiny_latent_unet(), tiny_vae(), tiny_text_encoder(tokenizer)
     return LatentParts(unet, vae, text_encoder, tokenizer, dict(DDIMScheduler(**SD_SCHEDULE).config))
 
+
 def tiny_latent_unet() -> UNet2DConditionModel:
     """A small text-conditioned UNet (attention only at the lowest resolution) on 4-channel latents."""
     return UNet2DConditionModel(
@@ -92,6 +93,7 @@ def tiny_latent_unet() -> UNet2DConditionModel:
         norm_num_groups=8,
     )
 
+
 def tiny_vae() -> AutoencoderKL:
     """A small ``AutoencoderKL`` with 4 latent channels that downsamples 4x."""
     return AutoencoderKL(
@@ -103,6 +105,7 @@ def tiny_vae() -> AutoencoderKL:
         norm_num_groups=8,
         sample_size=64,
     )
+
 
 def tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
     """A two-layer ``CLIPTextModel`` over ``tokenizer``'s vocabulary, as wide as the tiny UNet's cross-attention."""
@@ -118,6 +121,7 @@ def tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
         pad_token_id=tokenizer.pad_token_id,
     )
     return CLIPTextModel(config)
+
 
 def clip_bpe_tokenizer() -> CLIPTokenizer:
     """OpenAI CLIP's tokenizer (the one SD 1.x ships), built offline from the BPE vocabulary inside open_clip."""

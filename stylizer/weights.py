@@ -9,8 +9,10 @@ is exactly what loading reads.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
@@ -72,10 +74,12 @@ def detect_backend(source: str) -> str:
     except Exception:  # offline, missing, private or unreadable: the loader gives the full message
         return "pixel"
 
+
 def _index_names_vae(index: Path) -> bool:
     """Whether a diffusers ``model_index.json`` lists a VAE component."""
     entry = json.loads(index.read_text(encoding="utf-8")).get("vae")
     return isinstance(entry, list) and entry[0] is not None
+
 
 def pixel_folder(source: str) -> tuple[str, str | None]:
     """A local folder holding the UNet, and ``None`` (flat, like google/ddpm-*) or ``"unet"`` (pipeline layout).
@@ -103,6 +107,7 @@ def pixel_folder(source: str) -> tuple[str, str | None]:
         return str(root), subfolder
     raise load_error(f"diffusion model {source!r}", first_error, source)
 
+
 def latent_folder(source: str) -> str:
     """A local folder holding every part of :data:`LATENT_FILES`.
 
@@ -125,6 +130,7 @@ def latent_folder(source: str) -> str:
         hub.fetch_optional(source, name)
     return str(root)
 
+
 def _fetch_part(repo_id: str, part: str, file_sets: tuple[tuple[str, ...], ...]) -> None:
     """Fetch the first complete file set of ``part`` that the repo (or, offline, the cache) has."""
     offline: LocalEntryNotFoundError | None = None
@@ -141,6 +147,7 @@ def _fetch_part(repo_id: str, part: str, file_sets: tuple[tuple[str, ...], ...])
         raise offline
     raise _missing_part(repo_id, part, file_sets)
 
+
 def _missing_part(where: str, part: str, file_sets: tuple[tuple[str, ...], ...]) -> ModelLoadError:
     expected = " or ".join(" + ".join(f"{part}/{name}" for name in names) for names in file_sets)
     layout = ", ".join(f"{name}/" for name in LATENT_FILES)
@@ -148,6 +155,7 @@ def _missing_part(where: str, part: str, file_sets: tuple[tuple[str, ...], ...])
         f"{where} is not a complete Stable Diffusion model: its {part} is missing (expected {expected}). "
         f"A diffusers Stable Diffusion folder holds {MODEL_INDEX} and {layout}."
     )
+
 
 def clip_checkpoint(tag_cfg: dict) -> str:
     """Local path of an open_clip pretrained tag's weights, fetched from its Hub repo (safetensors first)."""
@@ -162,13 +170,13 @@ def vgg_checkpoint() -> Path:
     weights = VGG16_Weights.IMAGENET1K_V1
     name = Path(weights.url).name
     path = Path(torch.hub.get_dir()) / "checkpoints" / name
-    if not path.is_file():
-        try:
+    cached = path.is_file()
+    if not cached:
+        with explained_failures(f"VGG16 {weights} ({name})"):
             path.parent.mkdir(parents=True, exist_ok=True)
             # torchvision names files <name>-<first 8 hex digits of the SHA-256>.pth
             torch.hub.download_url_to_file(weights.url, str(path), hash_prefix=name.rsplit("-", 1)[-1].split(".")[0], progress=True)
-        except Exception as exc:  # network, disk or hash failures alike
-            raise load_error(f"VGG16 {weights} ({name})", exc, None) from exc
+    hub.record(hub.Fetched("torchvision", name, path, path.stat().st_size, downloaded=not cached))
     return path
 
 
@@ -182,3 +190,19 @@ def load_error(what: str, exc: BaseException | None, model: str | None) -> Model
         "on a machine with internet access (they go to the HF_HOME and TORCH_HOME caches), "
         "or pass a local diffusers folder with --model PATH."
     )
+
+
+@contextlib.contextmanager
+def explained_failures(what: str, model: str | None = None) -> Iterator[None]:
+    """Turn any hub, I/O or format failure inside the block into one :class:`ModelLoadError` about ``what``.
+
+    Args:
+        what: the model, as the message should name it.
+        model: the ``--model`` value for the download hint, if it applies.
+    """
+    try:
+        yield
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # the loading boundary: every failure gets one clear message
+        raise load_error(what, exc, model) from exc

@@ -127,7 +127,8 @@ def test_missing_clip_is_a_clear_error():
         load_clip("ViT-L-14", torch.device("cpu"))
 
 
-def test_vgg16_loads_from_the_torch_hub_cache_and_fails_clearly_without_it():
+def test_vgg16_loads_from_the_torch_hub_cache_and_fails_clearly_without_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(ModelLoadError, match="VGG16"):
         load_vgg(torch.device("cpu"))
     from torchvision.models.vgg import cfgs, make_layers
@@ -160,3 +161,30 @@ def test_tiny_weights_are_identical_in_every_load():
     first = load_backend("tiny", torch.device("cpu")).unet.state_dict()
     second = load_backend("tiny", torch.device("cpu")).unet.state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+class _Payload:
+    """Pickles to a call of os.system: what a malicious checkpoint would carry."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_tampered_pickle_checkpoint_is_refused_and_never_executed(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    marker = tmp_path / "pwned"
+    folder = tmp_path / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save({"features.0.weight": _Payload(marker)}, folder / "vgg16-397923af.pth")
+    with pytest.raises(ModelLoadError, match="VGG16 weights"):
+        load_vgg(torch.device("cpu"))
+    assert not marker.exists()
+
+
+def test_no_loader_trusts_remote_code_or_unpickles_freely():
+    source = "\n".join(p.read_text() for p in (Path(models_module.__file__).parent).glob("*.py"))
+    assert "trust_remote_code=True" not in source
+    assert "weights_only=False" not in source

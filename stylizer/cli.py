@@ -1,8 +1,7 @@
 """Command line: ``python -m stylizer INPUT -p PROMPT -o OUTPUT`` and ``python -m stylizer download``.
 
-User errors (bad files, bad options, missing weights) exit with status 2 and one
-line on stderr; an unexpected failure exits with 1, also on one line unless
-``STYLIZER_DEBUG=1`` asks for the traceback.
+Errors are reported as :mod:`stylizer.commands` describes: exit status 2 and one line
+for user errors, 1 for anything unexpected.
 """
 
 from __future__ import annotations
@@ -10,14 +9,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
 from .config import GUIDANCE_MODES, START_MODES, ConfigError, Limits, StyleConfig
-from .errors import StylizerError
+from .commands import OneLineParser, run_command
 
 # CLI flag -> StyleConfig field, for every knob the command line exposes.
 KNOB_FLAGS = {
@@ -44,19 +42,12 @@ KNOB_FLAGS = {
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but option errors become a :class:`ConfigError` (one line, exit 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The stylize command's argument parser."""
     from .models import CLIP_MODELS, DEFAULT_PRESET, PRESETS
 
     fields = {f.name: f for f in dataclasses.fields(StyleConfig)}
-    parser = _Parser(
+    parser = OneLineParser(
         prog="python -m stylizer",
         description="Restyle an image from a text prompt with CLIP-guided DDIM diffusion. "
         "Also: `python -m stylizer download [--model NAME]` fetches weights ahead of time.",
@@ -83,21 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if argv[:1] == ["download"]:
-            return _download(argv[1:])
-        return _stylize(build_parser().parse_args(argv))
-    except StylizerError as exc:
-        print(f"stylizer: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("stylizer: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # the last line of defence: one line, not a traceback
-        if os.environ.get("STYLIZER_DEBUG"):
-            raise
-        print(f"stylizer: internal error: {type(exc).__name__}: {exc} (set STYLIZER_DEBUG=1 for details)", file=sys.stderr)
-        return 1
+    if argv[:1] == ["download"]:
+        return run_command("stylizer", lambda: _download(argv[1:]))
+    return run_command("stylizer", lambda: _stylize(build_parser().parse_args(argv)))
 
 
 def _stylize(args: argparse.Namespace) -> int:
@@ -152,7 +131,7 @@ def _stylize(args: argparse.Namespace) -> int:
 def _download(argv: Sequence[str]) -> int:
     from .models import CLIP_MODELS, DEFAULT_PRESET, PRESETS, download
 
-    parser = _Parser(prog="python -m stylizer download", description="Fetch every weight a preset needs into the local caches (HF_HOME, TORCH_HOME).")
+    parser = OneLineParser(prog="python -m stylizer download", description="Fetch every weight a preset needs into the local caches (HF_HOME, TORCH_HOME).")
     parser.add_argument("--model", default=DEFAULT_PRESET, help=f"preset ({', '.join(PRESETS)}), diffusers folder or repo id (default: {DEFAULT_PRESET})")
     parser.add_argument("--clip", choices=list(CLIP_MODELS), help="guidance CLIP (default: the preset's)")
     args = parser.parse_args(argv)

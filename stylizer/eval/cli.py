@@ -8,24 +8,17 @@ exits with 1, also on one line unless ``STYLIZER_DEBUG=1`` asks for the tracebac
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
 from ..config import Limits
-from ..errors import ConfigError, StylizerError
+from ..commands import OneLineParser, run_command
+from ..errors import ConfigError
 
 PROG = "python -m stylizer.eval"
 DEFAULT_OUT = "report"
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but option errors become a :class:`ConfigError` (one line, exit 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(message)
 
 
 def _positive_int(text: str) -> int:
@@ -43,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ..models import CLIP_MODELS, DEFAULT_PRESET, PRESETS
     from .dataset import DEFAULT_IMAGES, DEFAULT_PROMPTS
 
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
         description="Measure Stylizer like the papers do: CLIP score, directional and patch CLIP similarity "
         "to the prompt, SSIM and a VGG feature distance (LPIPS when installed) to the content image, and seconds "
@@ -74,19 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        return _evaluate(build_parser().parse_args(argv))
-    except StylizerError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # the last line of defence: one line, not a traceback
-        if os.environ.get("STYLIZER_DEBUG"):
-            raise
-        print(f"{PROG}: internal error: {type(exc).__name__}: {exc} (set STYLIZER_DEBUG=1 for details)", file=sys.stderr)
-        return 1
+    return run_command(PROG, lambda: _evaluate(build_parser().parse_args(argv)))
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -1,0 +1,44 @@
+"""Plumbing shared by the command-line entry points: one-line errors and exit codes.
+
+User errors (:class:`StylizerError`: bad files, bad options, missing weights) exit
+with status 2 and one line on stderr; an unexpected failure exits with 1, also on
+one line unless ``STYLIZER_DEBUG=1`` asks for the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable
+
+from .errors import ConfigError, StylizerError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but option errors become a :class:`ConfigError` (one line, exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(message)
+
+
+def run_command(prog: str, body: Callable[[], int]) -> int:
+    """Run ``body`` and turn every failure into an exit status and one line on stderr.
+
+    Args:
+        prog: the command's name, used as the message prefix.
+        body: does the work and returns the exit status.
+    """
+    try:
+        return body()
+    except StylizerError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the last line of defence: one line, not a traceback
+        if os.environ.get("STYLIZER_DEBUG"):
+            raise
+        print(f"{prog}: internal error: {type(exc).__name__}: {exc} (set STYLIZER_DEBUG=1 for details)", file=sys.stderr)
+        return 1

@@ -39,6 +39,7 @@ class Limits:
         max_pixels: largest decoded upload (width x height). ``STYLIZER_MAX_PIXELS``.
         max_upload_mb: largest upload in megabytes. ``STYLIZER_MAX_UPLOAD_MB``.
         job_timeout_s: wall-clock limit per job in seconds. ``STYLIZER_JOB_TIMEOUT``.
+        output_ttl_s: seconds a job's files (PNG, GIF) are kept. ``STYLIZER_OUTPUT_TTL``.
     """
 
     max_size: int = 1024
@@ -47,6 +48,7 @@ class Limits:
     max_pixels: int = 40_000_000
     max_upload_mb: float = 20.0
     job_timeout_s: float = 600.0
+    output_ttl_s: float = 3600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Limits":
@@ -59,6 +61,7 @@ class Limits:
             "max_pixels": "STYLIZER_MAX_PIXELS",
             "max_upload_mb": "STYLIZER_MAX_UPLOAD_MB",
             "job_timeout_s": "STYLIZER_JOB_TIMEOUT",
+            "output_ttl_s": "STYLIZER_OUTPUT_TTL",
         }
         values: dict[str, Any] = {}
         for attr, var in names.items():

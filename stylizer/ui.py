@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SEED_MAX = 2**32 - 1
 SETTINGS_PARAM = "settings"
+CACHE_SWEEP_S = 600
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate")
 CSS = """
 .stylizer-banner {border-left: 4px solid #d97706; padding: 0.4em 0.8em; background: #fffbeb; color: #78350f;}
@@ -92,7 +93,9 @@ def build_demo(run_fn: RunFn, info: ModelInfo, limits: Limits | None = None) -> 
     """
     limits = limits or Limits.from_env()
     defaults = StyleConfig(size=min(info.default_size, limits.max_size))
-    with gr.Blocks(title="Stylizer", delete_cache=(600, 3600)) as demo:
+    ttl = max(1, int(limits.output_ttl_s))
+    # Gradio's copies of results (and uploads) go after the same time as the worker's own files.
+    with gr.Blocks(title="Stylizer", delete_cache=(min(CACHE_SWEEP_S, ttl), ttl)) as demo:
         gr.Markdown("# Stylizer\nRestyle a picture from a text prompt. It keeps the picture's structure and takes on the style you describe.")
         gr.Markdown(_model_line(info))
         if info.untrained:

@@ -31,7 +31,6 @@ from .jobs import JobResult, JobUpdate, ModelInfo
 from .models import Models, load_models, resolve_device
 from .sampler import stylize
 
-OUTPUT_TTL_S = 3600.0
 POLL_S = 0.1
 OOM_MESSAGE = "the GPU ran out of memory: lower the resolution or the number of patches, or use fast mode"
 
@@ -49,7 +48,6 @@ class Worker:
         clip: override the preset's guidance CLIP.
         limits: server caps; :meth:`Limits.from_env` when omitted.
         output_dir: where per-job files go; a private temporary folder when omitted.
-        output_ttl_s: per-job folders older than this are deleted.
     """
 
     def __init__(
@@ -59,7 +57,6 @@ class Worker:
         clip: str | None = None,
         limits: Limits | None = None,
         output_dir: str | Path | None = None,
-        output_ttl_s: float = OUTPUT_TTL_S,
     ) -> None:
         self.limits = limits or Limits.from_env()
         names = list(devices) if devices else default_devices()
@@ -72,7 +69,6 @@ class Worker:
             self._free.put(device)
         self.output_dir = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="stylizer-outputs-"))
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.output_ttl_s = output_ttl_s
 
     @property
     def info(self) -> ModelInfo:
@@ -186,7 +182,7 @@ class Worker:
         return JobResult(frame.image, source, png, gif, settings, frame.losses, seconds, notes)
 
     def _delete_old_outputs(self) -> None:
-        cutoff = time.time() - self.output_ttl_s
+        cutoff = time.time() - self.limits.output_ttl_s
         for folder in self.output_dir.glob("job-*"):
             try:
                 if folder.stat().st_mtime < cutoff:

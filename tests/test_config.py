@@ -46,8 +46,10 @@ def test_control_characters_and_runs_of_space_are_cleaned():
 
 
 def test_limits_cap_the_ranges_and_come_from_the_environment():
-    limits = Limits.from_env({"STYLIZER_MAX_STEPS": "20", "STYLIZER_MAX_SIZE": "128"})
-    assert limits.max_steps == 20 and limits.max_size == 128
+    limits = Limits.from_env({"STYLIZER_MAX_STEPS": "20", "STYLIZER_MAX_SIZE": "128", "STYLIZER_OUTPUT_TTL": "60",
+                              "STYLIZER_MAX_UPLOAD_MB": "5", "STYLIZER_JOB_TIMEOUT": "30", "STYLIZER_MAX_PIXELS": "1e6"})
+    assert (limits.max_steps, limits.max_size, limits.output_ttl_s) == (20, 128, 60.0)
+    assert (limits.max_upload_mb, limits.job_timeout_s, limits.max_pixels) == (5.0, 30.0, 1_000_000)
     with pytest.raises(ConfigError, match="steps must be between 1 and 20"):
         StyleConfig(prompt="ink", steps=21).validated(limits)
     with pytest.raises(ConfigError, match="size must be between 32 and 128"):

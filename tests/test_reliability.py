@@ -331,7 +331,7 @@ def test_jobs_over_the_wall_time_limit_stop_with_a_message(tmp_path, picture_pat
 
 
 def test_old_job_folders_are_deleted(tmp_path, picture_path):
-    short = Worker("tiny", ["cpu"], output_dir=tmp_path, output_ttl_s=0.0)
+    short = Worker("tiny", ["cpu"], limits=Limits(output_ttl_s=0.0), output_dir=tmp_path)
     for _ in range(2):
         list(short.run(picture_path, {"prompt": "ink", **FAST}))
         time.sleep(0.05)

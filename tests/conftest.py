@@ -10,6 +10,7 @@ os.environ["HF_HUB_CACHE"] = os.path.join(_ROOT, "hf", "hub")
 os.environ["TORCH_HOME"] = os.path.join(_ROOT, "torch")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["GRADIO_TEMP_DIR"] = os.path.join(_ROOT, "gradio")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import numpy as np  # noqa: E402

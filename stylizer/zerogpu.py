@@ -7,6 +7,7 @@ updates carry CPU PIL images only.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Iterator, Mapping
 
@@ -27,10 +28,16 @@ def on_zero_gpu() -> bool:
 def estimate_duration(image: Any, settings: Mapping[str, Any]) -> int:
     """GPU seconds to reserve for a job, from its steps, mode and resolution."""
     defaults = StyleConfig()
-    steps = int(settings.get("steps", defaults.steps)) * float(settings.get("strength", defaults.strength))
+    try:
+        steps = float(settings.get("steps", defaults.steps)) * float(settings.get("strength", defaults.strength))
+        area = (float(settings.get("size", defaults.size)) / 512) ** 2
+    except (TypeError, ValueError):
+        return OVERHEAD_S  # the job's own validation rejects these settings at once
     per_step = SECONDS_PER_STEP.get(str(settings.get("mode", defaults.mode)), SECONDS_PER_STEP["full"])
-    area = (float(settings.get("size", defaults.size)) / 512) ** 2
-    return int(min(MAX_DURATION_S, OVERHEAD_S + steps * per_step * max(area, 0.25) * 2))
+    estimate = OVERHEAD_S + steps * per_step * max(area, 0.25) * 2
+    if math.isnan(estimate):
+        return OVERHEAD_S
+    return int(min(MAX_DURATION_S, estimate))
 
 
 def gpu_run_fn(worker: Any) -> RunFn:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import struct
+import threading
+import time
 import zlib
 from contextlib import contextmanager
 from typing import Iterator
 
 import gradio as gr
+
+from stylizer.config import Limits
+from stylizer.ui import build_demo
+from stylizer.worker import Worker
 
 
 @contextmanager
@@ -19,6 +25,28 @@ def served(demo: gr.Blocks, **launch_kwargs) -> Iterator[str]:
         yield url
     finally:
         demo.close()
+
+
+@contextmanager
+def serving(worker: Worker, limits: Limits, max_file_size: str) -> Iterator[str]:
+    """The page around ``worker``, served with Gradio's upload cap set to ``max_file_size``; yields its URL."""
+    with served(build_demo(worker.run, worker.info, limits), max_file_size=max_file_size) as url:
+        yield url
+
+
+def job_threads() -> list[threading.Thread]:
+    """The worker threads currently running a job."""
+    return [t for t in threading.enumerate() if t.name.startswith("stylizer-job")]
+
+
+def wait_until_idle(worker: Worker, seconds: float = 30.0) -> bool:
+    """True once no job thread runs and every device is back in the worker's pool."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not job_threads() and worker._free.qsize() == worker.concurrency:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:

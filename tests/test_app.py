@@ -13,10 +13,9 @@ from gradio_client.exceptions import AppError
 
 import app
 from stylizer.config import Limits
-from stylizer.ui import build_demo
 from stylizer.worker import Worker
 
-from .apphelpers import bomb_png, result_path, served
+from .apphelpers import bomb_png, result_path, serving, wait_until_idle
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMITS = Limits(max_upload_mb=0.05, max_pixels=1_000_000)
@@ -29,14 +28,9 @@ def worker(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(worker):
-    demo = build_demo(worker.run, worker.info, LIMITS)
     # Gradio's own upload cap sits above the worker's, so the worker's message is what the user sees.
-    with served(demo, max_file_size="1mb") as url:
+    with serving(worker, LIMITS, max_file_size="1mb") as url:
         yield Client(url, verbose=False)
-
-
-def job_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("stylizer-job")]
 
 
 def test_frames_stream_before_the_result(client, picture_path):
@@ -111,11 +105,7 @@ def test_cancel_stops_the_job_between_steps_and_frees_the_worker(client, worker,
         if steps_seen >= 3:
             break
     job.cancel()
-    deadline = time.monotonic() + 10
-    while (job_threads() or worker._free.qsize() < worker.concurrency) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not job_threads(), "the sampler thread kept running after cancel"
-    assert worker._free.qsize() == worker.concurrency
+    assert wait_until_idle(worker, 10.0), "the sampler thread kept running after cancel"
     assert not job.outputs() or "Done" not in str(job.outputs()[-1][1])
     ok = client.predict(image=handle_file(picture_path), prompt="ink", size=64, steps=4, api_name="/stylize")
     assert "Done" in ok[1]

@@ -22,10 +22,9 @@ from PIL import Image
 from stylizer import worker as worker_module
 from stylizer.cli import main as cli_main
 from stylizer.config import Limits
-from stylizer.ui import build_demo
 from stylizer.worker import Worker
 
-from .apphelpers import bomb_png, result_path, served
+from .apphelpers import bomb_png, result_path, serving, wait_until_idle
 from .conftest import make_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,8 +104,7 @@ def worker(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(worker):
-    demo = build_demo(worker.run, worker.info, LIMITS)
-    with served(demo, max_file_size="3mb") as url:
+    with serving(worker, LIMITS, max_file_size="3mb") as url:
         yield url
 
 
@@ -121,18 +119,6 @@ def corpus_file(tmp_path: Path, name: str) -> Path:
     return path
 
 
-def job_threads():
-    return [t for t in threading.enumerate() if t.name.startswith("stylizer-job")]
-
-
-def wait_until_idle(worker: Worker, seconds: float = 30.0) -> bool:
-    """True once no job thread runs and every device is back in the pool."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not job_threads() and worker._free.qsize() == worker.concurrency:
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.mark.parametrize("name", list(CORPUS))

@@ -46,6 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def create_app(args: argparse.Namespace):
     """Load the models, build the worker and the page; returns (demo, worker)."""
     from stylizer.ui import build_demo
+    from stylizer.warmup import warmup
     from stylizer.worker import Worker
     from stylizer.zerogpu import gpu_run_fn
 
@@ -56,6 +57,8 @@ def create_app(args: argparse.Namespace):
     print(f"Loaded {info.name} ({info.backend}, guide CLIP {info.clip}) on {', '.join(info.devices)}", file=sys.stderr, flush=True)
     if info.untrained:
         print("Warning: the 'tiny' preset has random weights; its output is noise, for testing only", file=sys.stderr)
+    for models in worker.replicas.values():
+        warmup(models)  # CUDA: compile the optimised guided step now, not in the first user's job; CPU: no-op
     demo = build_demo(gpu_run_fn(worker), info, limits)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=worker.concurrency)
     return demo, worker

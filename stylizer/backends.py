@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from torch import nn
 
+from .accel import EAGER, Speedups
 from .errors import ModelLoadError
 
 # The sampler's guidance shifts ε; models trained to predict v are converted to ε in :meth:`eps`.
@@ -51,6 +52,12 @@ class DiffusionBackend:
         config["prediction_type"] = "epsilon"
         self.scheduler_config = config
         self.alphas_cumprod = self.new_scheduler().alphas_cumprod
+        self._timestep_tables: dict[torch.device, torch.Tensor] = {}
+
+    @property
+    def networks(self) -> tuple[nn.Module, ...]:
+        """The networks the guided step runs, for layout changes (see :func:`stylizer.accel.set_layout`)."""
+        raise NotImplementedError
 
     def new_scheduler(self) -> DDIMScheduler:
         """A fresh DDIM scheduler (schedulers hold per-job state, so never share one)."""
@@ -60,8 +67,8 @@ class DiffusionBackend:
         """(1, 3, H, W) image in [-1, 1] -> the space the UNet denoises."""
         raise NotImplementedError
 
-    def decode(self, sample: torch.Tensor) -> torch.Tensor:
-        """Differentiable inverse of :meth:`encode`."""
+    def decode(self, sample: torch.Tensor, speed: Speedups = EAGER) -> torch.Tensor:
+        """Differentiable inverse of :meth:`encode`; the networks run as ``speed`` says."""
         raise NotImplementedError
 
     def preview(self, sample: torch.Tensor) -> torch.Tensor:
@@ -77,15 +84,31 @@ class DiffusionBackend:
         """Conditioning used while DDIM-inverting the input."""
         return None
 
-    def eps(self, sample: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
-        """Predicted noise ε(x_t, t)."""
+    def eps(self, sample: torch.Tensor, t: torch.Tensor, cond: Any, speed: Speedups = EAGER) -> torch.Tensor:
+        """Predicted noise ε(x_t, t) in ``sample``'s dtype; the networks run as ``speed`` says.
+
+        ``t`` is best a CPU timestep (see :meth:`net_timestep`).
+        """
         raise NotImplementedError
+
+    def net_timestep(self, t: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """The timestep ``t`` as a 0-dim tensor on ``device``, without a transfer.
+
+        A CPU timestep handed to a diffusers UNet on the GPU is copied with a blocking
+        ``.to(device)``, which waits for every queued kernel. Instead, every training timestep
+        goes to the device once, and indexing that table with a Python int is a view.
+        """
+        table = self._timestep_tables.get(device)
+        if table is None:
+            table = self._timestep_tables[device] = torch.arange(len(self.alphas_cumprod), device=device)
+        return table[int(t)]
 
     def to_epsilon(self, output: torch.Tensor, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The model's raw output as ε: unchanged for ε-models, ε = √ᾱ·v + √(1-ᾱ)·x_t for v-models."""
         if self.prediction_type == "epsilon":
             return output
-        alpha_bar = self.alphas_cumprod[int(t)].to(sample.device, sample.dtype)
+        # ᾱ stays a CPU scalar: CUDA kernels take it as an argument, with no copy to wait for.
+        alpha_bar = self.alphas_cumprod[int(t)].to(dtype=sample.dtype)
         return alpha_bar.sqrt() * output + (1 - alpha_bar).sqrt() * sample
 
 
@@ -105,16 +128,21 @@ class PixelBackend(DiffusionBackend):
         self.unet = unet.eval().requires_grad_(False)
         self.multiple = multiple
 
+    @property
+    def networks(self) -> tuple[nn.Module, ...]:
+        return (self.unet,)
+
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         return image
 
-    def decode(self, sample: torch.Tensor) -> torch.Tensor:
+    def decode(self, sample: torch.Tensor, speed: Speedups = EAGER) -> torch.Tensor:
         return sample
 
-    def eps(self, sample: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
-        out = self.unet(sample, t).sample
+    def eps(self, sample: torch.Tensor, t: torch.Tensor, cond: Any, speed: Speedups = EAGER) -> torch.Tensor:
+        out = speed.network(self.unet)(sample, self.net_timestep(t, sample.device)).sample
         # Models trained with a learned variance (e.g. OpenAI's) output [ε, v]; DDIM needs ε only.
-        return self.to_epsilon(out[:, : sample.shape[1]], sample, t)
+        # Under autocast the UNet answers in half precision; the DDIM arithmetic stays in the sample's.
+        return self.to_epsilon(out[:, : sample.shape[1]].to(sample.dtype), sample, t)
 
 
 @dataclass(frozen=True)
@@ -184,14 +212,19 @@ class LatentBackend(DiffusionBackend):
         """The precision the networks run in (float32 on CPU, half on CUDA)."""
         return self.unet.dtype
 
+    @property
+    def networks(self) -> tuple[nn.Module, ...]:
+        return (self.unet, self.vae)
+
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """Image in [-1, 1] -> scaled latent (the posterior mean: deterministic, as inversion needs)."""
         latent = self.vae.encode(image.to(self.dtype)).latent_dist.mode()
         return latent.float() * self.scaling_factor
 
-    def decode(self, sample: torch.Tensor) -> torch.Tensor:
+    def decode(self, sample: torch.Tensor, speed: Speedups = EAGER) -> torch.Tensor:
         """Scaled latent -> float32 image in about [-1, 1], differentiable through the VAE decoder."""
-        return self.vae.decode((sample / self.scaling_factor).to(self.dtype)).sample.float()
+        decode = speed.network(self.vae, "decode")
+        return decode((sample / self.scaling_factor).to(self.dtype)).sample.float()
 
     def preview(self, sample: torch.Tensor) -> torch.Tensor:
         """Decode a latent area-downscaled so the frame's long side is at most ``preview_max_side`` px."""
@@ -232,11 +265,12 @@ class LatentBackend(DiffusionBackend):
         """
         return TextCondition(self.embed([reference]))
 
-    def eps(self, sample: torch.Tensor, t: torch.Tensor, cond: TextCondition) -> torch.Tensor:
+    def eps(self, sample: torch.Tensor, t: torch.Tensor, cond: TextCondition, speed: Speedups = EAGER) -> torch.Tensor:
         """Predicted ε(x_t, t | text), in float32; differentiable with respect to ``sample``."""
         batch = cond.embeds.shape[0]
         x = sample.to(self.dtype).expand(batch, -1, -1, -1)
-        out = self.unet(x, t, encoder_hidden_states=cond.embeds).sample.float()
+        unet = speed.network(self.unet)
+        out = unet(x, self.net_timestep(t, x.device), encoder_hidden_states=cond.embeds).sample.float()
         if batch > 1:
             uncond, text = out.chunk(2)
             out = uncond + cond.cfg_scale * (text - uncond)

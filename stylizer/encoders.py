@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .accel import EAGER, Speedups
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -83,11 +85,16 @@ class ClipEncoder(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self._text_cache: dict[str, torch.Tensor] = {}
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) in [0, 1] -> (N, D) unit embeddings; resized to the model's input size."""
-        if images.shape[-2:] != (self.image_size, self.image_size):
-            images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True)
-        embeds = self.model.encode_image((images - self.mean) / self.std)
+    def fit(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) resized to the model's input side (unchanged when already that size)."""
+        if images.shape[-2:] == (self.image_size, self.image_size):
+            return images
+        return F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True)
+
+    def encode_images(self, images: torch.Tensor, speed: Speedups = EAGER) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> (N, D) float32 unit embeddings; resized to the model's input size."""
+        encode = speed.network(self.model, "encode_image")
+        embeds = encode((self.fit(images) - self.mean) / self.std)
         return F.normalize(embeds.float(), dim=-1)
 
     @torch.no_grad()

@@ -40,8 +40,9 @@ def patch_directional_loss(
 
 
 def content_loss(features: list[torch.Tensor], reference_features: list[torch.Tensor]) -> torch.Tensor:
-    """Sum over layers of the mean squared error between feature maps."""
-    return sum(F.mse_loss(f, r) for f, r in zip(features, reference_features, strict=True))
+    """Sum over layers of the mean squared error between feature maps, reduced in float32."""
+    # Features from an autocast forward are half precision, whose sums lose the small differences.
+    return sum(F.mse_loss(f.float(), r.float()) for f, r in zip(features, reference_features, strict=True))
 
 
 def total_variation(image: torch.Tensor) -> torch.Tensor:
@@ -77,7 +78,11 @@ def random_perspective_crops(
     inward = torch.tensor([[1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]])
     jitter = torch.rand(n, 4, 2, generator=generator) * distortion * size / 2
     corners = origin[:, None] + unit * size + inward * jitter
-    homography = _square_to_quad(corners).to(image)
+    homography = _square_to_quad(corners)
+    if image.is_cuda:
+        # From pinned memory the copy is asynchronous: the guided step does not wait for the GPU here.
+        homography = homography.pin_memory().to(image.device, non_blocking=True)
+    homography = homography.to(image)
     lin = torch.linspace(-1 + 1 / out, 1 - 1 / out, out, device=image.device, dtype=image.dtype)
     v, u = torch.meshgrid(lin, lin, indexing="ij")
     plane = torch.stack([u, v, torch.ones_like(u)], dim=-1).reshape(1, -1, 3)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from . import losses
+from .accel import EAGER, Speedups
 from .config import StyleConfig
 from .encoders import ClipEncoder, VggEncoder
 
@@ -24,18 +25,23 @@ class StyleObjective:
         vgg: content-feature VGG16.
         source: (1, 3, H, W) input image in [0, 1].
         config: validated job settings (weights, patch settings, seed).
+        speed: how the networks run (see :mod:`stylizer.accel`); the source's features are
+            taken the same way as the output's, so that an unchanged image has zero content loss.
     """
 
-    def __init__(self, clip: ClipEncoder, vgg: VggEncoder, source: torch.Tensor, config: StyleConfig) -> None:
+    def __init__(
+        self, clip: ClipEncoder, vgg: VggEncoder, source: torch.Tensor, config: StyleConfig, speed: Speedups = EAGER
+    ) -> None:
         self.clip = clip
         self.vgg = vgg
         self.config = config
+        self.speed = speed
         self.weights = config.weights
         self.crop_generator = torch.Generator().manual_seed(config.seed + 1)
         with torch.no_grad():
             self.delta_text = clip.text_direction(config.prompt, config.reference)
-            self.source_embed = clip.encode_images(source)
-            self.source_features = vgg(source)
+            self.source_embed = clip.encode_images(source, speed)
+            self.source_features = self._features(source)
 
     @property
     def active(self) -> tuple[str, ...]:
@@ -46,20 +52,41 @@ class StyleObjective:
         """Unweighted loss terms of ``image`` ((1, 3, H, W) in [0, 1]), for the requested names."""
         cfg = self.config
         out: dict[str, torch.Tensor] = {}
-        if "dir" in names:
-            out["dir"] = losses.directional_loss(self.clip.encode_images(image) - self.source_embed, self.delta_text).mean()
+        crops = None
         if "patch" in names and cfg.n_patches > 0:
             crops = losses.random_perspective_crops(
                 image, cfg.n_patches, cfg.patch_size, self.clip.image_size, cfg.distortion, self.crop_generator
             )
-            out["patch"] = losses.patch_directional_loss(
-                self.clip.encode_images(crops), self.source_embed, self.delta_text, cfg.threshold
-            )
+        image_embed, crop_embeds = self._embed(image if "dir" in names else None, crops)
+        if image_embed is not None:
+            out["dir"] = losses.directional_loss(image_embed - self.source_embed, self.delta_text).mean()
+        if crop_embeds is not None:
+            out["patch"] = losses.patch_directional_loss(crop_embeds, self.source_embed, self.delta_text, cfg.threshold)
         if "content" in names:
-            out["content"] = losses.content_loss(self.vgg(image), self.source_features)
+            out["content"] = losses.content_loss(self._features(image), self.source_features)
         if "tv" in names:
             out["tv"] = losses.total_variation(image)
         return out
+
+    def _embed(
+        self, image: torch.Tensor | None, crops: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """CLIP embeddings of the whole image and of its crops (either may be None).
+
+        With ``batch_clip`` both go through CLIP as one batch: one pass over the weights
+        instead of two, and one set of kernel launches.
+        """
+        if self.speed.batch_clip and image is not None and crops is not None:
+            embeds = self.clip.encode_images(torch.cat([self.clip.fit(image), crops]), self.speed)
+            return embeds[:1], embeds[1:]
+        return (
+            None if image is None else self.clip.encode_images(image, self.speed),
+            None if crops is None else self.clip.encode_images(crops, self.speed),
+        )
+
+    def _features(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """The VGG16 content features of ``image``."""
+        return self.speed.network(self.vgg)(image)
 
     def weighted_sum(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """Σ λ_k·term_k over the given terms."""

@@ -4,6 +4,10 @@ For each step: predict ε, form x̂0, decode it to pixels, evaluate the style
 objective, take its gradient (through the UNet in ``full`` mode, on x̂0 alone in
 ``fast`` mode), shift ε by √(1-ᾱ_t)·g and let diffusers' ``DDIMScheduler`` step.
 The loop knows nothing of the UI: callers iterate it and may stop at any frame.
+
+Inside the loop nothing waits for the GPU except a frame (its image and its loss
+values): timesteps stay on the host, the loss terms stay tensors between frames.
+``optimize`` picks the eager reference or the optimised step (see :mod:`stylizer.accel`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import torch
 from diffusers import DDIMScheduler
 from PIL import Image
 
+from . import accel
+from .accel import EAGER, Speedups
 from .config import StyleConfig
 from .images import output_size, to_pil, to_tensor, working_size
 from .models import Models
@@ -50,6 +56,7 @@ def stylize(
     image: Image.Image,
     config: StyleConfig,
     on_step: Callable[[int, int], None] | None = None,
+    optimize: bool | Speedups | None = None,
 ) -> Iterator[Frame]:
     """Restyle ``image`` according to ``config``, yielding preview frames and then the result.
 
@@ -62,14 +69,20 @@ def stylize(
         image: RGB input picture.
         config: validated settings.
         on_step: called as ``on_step(done, total)`` after every step, for progress bars.
+        optimize: True runs the optimised guided step, False the eager reference; None (the
+            default) follows ``STYLIZER_OPTIMIZE``, else eager. Explicit :class:`Speedups` are for benchmarks.
     """
     backend, device = models.backend, models.device
+    speed = accel.resolve(device, optimize)
+    accel.set_layout((*backend.networks, models.vgg), speed.channels_last)
     work = working_size(*image.size, config.size, backend.multiple)
     out = output_size(*image.size, config.size)
     source = to_tensor(image, work).to(device)
-    objective = StyleObjective(models.clip, models.vgg, (source + 1) / 2, config)
+    objective = StyleObjective(models.clip, models.vgg, (source + 1) / 2, config, speed)
     scheduler = backend.new_scheduler()
-    scheduler.set_timesteps(config.steps, device=device)
+    # Host timesteps: the scheduler's lookups then never wait for the GPU, and the backends
+    # find each one's device copy without a transfer (see DiffusionBackend.net_timestep).
+    scheduler.set_timesteps(config.steps)
     total = config.denoise_steps
     timesteps = scheduler.timesteps[config.steps - total :]
     cond = backend.condition(config.prompt, config.reference, config.cfg_scale)
@@ -78,7 +91,7 @@ def stylize(
         clean = backend.encode(source)
         if config.start == "invert":
             inv_cond = backend.inversion_condition(config.reference)
-            sample = ddim_invert(lambda x, t: backend.eps(x, t, inv_cond), clean, timesteps, scheduler)
+            sample = ddim_invert(lambda x, t: backend.eps(x, t, inv_cond, speed), clean, timesteps, scheduler)
         else:
             generator = torch.Generator(device=device).manual_seed(config.seed)
             noise = torch.randn(clean.shape, generator=generator, device=device, dtype=clean.dtype)
@@ -87,14 +100,15 @@ def stylize(
     area_gain = backend.grad_gain * (work[0] * work[1]) / REFERENCE_AREA
     for index, t in enumerate(timesteps):
         eps, pred_clean, terms = guided_eps(
-            backend, objective, sample, t, cond, scheduler, config.mode, area_gain, config.max_shift
+            backend, objective, sample, t, cond, scheduler, config.mode, area_gain, config.max_shift, speed
         )
         sample = scheduler.step(eps, t, sample, eta=0.0).prev_sample.detach()
         done = index + 1
         if on_step is not None:
             on_step(done, total)
         if done < total and done % config.preview_every == 0:
-            yield Frame(done, total, to_pil(backend.preview(pred_clean), out), terms)
+            losses = {name: float(value) for name, value in terms.items()}
+            yield Frame(done, total, to_pil(backend.preview(pred_clean), out), losses)
 
     with torch.no_grad():
         result = backend.decode(sample).clamp(-1, 1)
@@ -112,33 +126,39 @@ def guided_eps(
     mode: str,
     gain: float,
     max_shift: float = 0.0,
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    speed: Speedups = EAGER,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """ε′ = ε + √(1-ᾱ_t)·g for one step, with g the gradient of the weighted style loss.
 
+    Args:
+        t: the timestep, on the host (a device one makes every lookup wait for the GPU).
+
     Returns:
-        (ε′, x̂0 computed from the unguided ε, the unweighted loss terms as floats).
+        (ε′, x̂0 computed from the unguided ε, the unweighted loss terms as 0-dim tensors:
+        reading them is a host-device synchronisation, so callers do it only when they must).
     """
-    alpha_bar = scheduler.alphas_cumprod[int(t)].to(sample.device, sample.dtype)
+    # ᾱ stays where the scheduler keeps it: as a CPU scalar, CUDA kernels take it as an argument.
+    alpha_bar = scheduler.alphas_cumprod[int(t)].to(dtype=sample.dtype)
     sqrt_ab, sqrt_1mab = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
     active = objective.active
     if not active:
         with torch.no_grad():
-            eps = backend.eps(sample, t, cond)
+            eps = backend.eps(sample, t, cond, speed)
         return eps, (sample - sqrt_1mab * eps) / sqrt_ab, {}
 
     with torch.enable_grad():
         if mode == "full":
             x = sample.detach().requires_grad_(True)
-            eps = backend.eps(x, t, cond)
+            eps = backend.eps(x, t, cond, speed)
             pred_clean = (x - sqrt_1mab * eps) / sqrt_ab
             wrt, chain = x, 1.0
         else:
             with torch.no_grad():
-                eps = backend.eps(sample, t, cond)
+                eps = backend.eps(sample, t, cond, speed)
             pred_clean = ((sample - sqrt_1mab * eps) / sqrt_ab).detach().requires_grad_(True)
             # ∂x̂0/∂x_t without the UNet's Jacobian is 1/√ᾱ_t.
             wrt, chain = pred_clean, 1.0 / sqrt_ab
-        terms = objective.terms((backend.decode(pred_clean) + 1) / 2, active)
+        terms = objective.terms((backend.decode(pred_clean, speed) + 1) / 2, active)
         (grad,) = torch.autograd.grad(objective.weighted_sum(terms), wrt)
     shift = sqrt_1mab * (grad * chain * gain)
     if max_shift > 0:
@@ -147,7 +167,7 @@ def guided_eps(
         rms = shift.square().mean().sqrt()
         shift = shift * (max_shift / rms.clamp(min=max_shift))
     guided = eps.detach() + shift
-    return guided, pred_clean.detach(), {name: float(value.detach()) for name, value in terms.items()}
+    return guided, pred_clean.detach(), {name: value.detach() for name, value in terms.items()}
 
 
 def ddim_invert(
@@ -173,7 +193,8 @@ def ddim_invert(
         prev = int(t) - stride
         alpha_cur = scheduler.alphas_cumprod[prev] if prev >= 0 else scheduler.final_alpha_cumprod
         alpha_next = scheduler.alphas_cumprod[int(t)]
-        alpha_cur, alpha_next = alpha_cur.to(x), alpha_next.to(x)
+        # CPU scalars, as in guided_eps: no copy to the device to wait for.
+        alpha_cur, alpha_next = alpha_cur.to(dtype=x.dtype), alpha_next.to(dtype=x.dtype)
         eps = eps_fn(x, t)
         pred_clean = (x - (1 - alpha_cur).sqrt() * eps) / alpha_cur.sqrt()
         x = alpha_next.sqrt() * pred_clean + (1 - alpha_next).sqrt() * eps

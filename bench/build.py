@@ -1,0 +1,86 @@
+"""The models a benchmark runs: real-size architectures with random weights, or a tiny preset.
+
+Random weights cost exactly what trained ones cost to run, and need no download.
+Everything is built straight on the target device, so a GPU run does not first
+initialise 1.2 billion parameters on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import open_clip
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
+from torchvision.models import vgg16
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from stylizer.backends import DiffusionBackend, LatentBackend, PixelBackend
+from stylizer.encoders import ClipEncoder, VggEncoder
+from stylizer.models import LATENT_SIZE, PIXEL_SIZE, Models, Preset, load_models
+from stylizer.tiny import clip_bpe_tokenizer
+
+from . import configs
+
+# Seeds the random weights, so that every run times the same network.
+WEIGHT_SEED = 0
+REAL_SIZES = {"latent": LATENT_SIZE, "pixel": PIXEL_SIZE}
+REAL_SOURCES = {"latent": "stable-diffusion-v1-5 architecture", "pixel": "google/ddpm-ema-church-256 architecture"}
+
+
+def bench_models(backend: str, device: torch.device, dtype: torch.dtype, preset: str | None = None) -> Models:
+    """The models to time.
+
+    Args:
+        backend: ``"latent"`` (Stable Diffusion 1.5) or ``"pixel"`` (DDPM church-256); ignored with ``preset``.
+        device: where they run.
+        dtype: the latent networks' precision (the pixel UNet, CLIP and VGG stay float32, as the app loads them).
+        preset: ``"tiny"`` or ``"tiny-latent"`` to load that preset instead of a real-size architecture.
+    """
+    if preset is not None:
+        return load_models(preset, str(device))
+    torch.manual_seed(WEIGHT_SEED)
+    diffusion = _latent(device, dtype) if backend == "latent" else _pixel(device)
+    with torch.device(device):
+        # torchvision's VGG16 (make_layers(cfgs["D"])) with its own initialisation, which keeps the
+        # activations at a working scale through all 13 conv layers; the classifier is dropped.
+        clip, vgg = _guide_clip(), VggEncoder(vgg16().features)
+    description = f"{REAL_SOURCES[backend]} with random weights (benchmark)"
+    bundle = Preset(f"random-{backend}", backend, REAL_SOURCES[backend], configs.GUIDE_CLIP, REAL_SIZES[backend], description)
+    return Models(bundle, diffusion, clip, vgg, device)
+
+
+def parameter_counts(models: Models) -> dict[str, int]:
+    """Parameters of every network in ``models``, by name."""
+    nets = {"clip": models.clip, "vgg": models.vgg}
+    for name in ("unet", "vae", "text_encoder"):
+        if hasattr(models.backend, name):
+            nets[name] = getattr(models.backend, name)
+    return {name: sum(p.numel() for p in net.parameters()) for name, net in nets.items()}
+
+
+def _latent(device: torch.device, dtype: torch.dtype) -> DiffusionBackend:
+    with torch.device(device):
+        unet = UNet2DConditionModel(**configs.SD15_UNET).to(dtype)
+        vae = AutoencoderKL(**configs.SD15_VAE).to(dtype)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**configs.SD15_TEXT_ENCODER)).to(dtype)
+    # The backend itself is built outside the device context: its scheduler tables belong on the host.
+    return LatentBackend(unet, vae, text_encoder, clip_bpe_tokenizer(), configs.SD15_SCHEDULER)
+
+
+def _pixel(device: torch.device) -> DiffusionBackend:
+    with torch.device(device):
+        unet = UNet2DModel(**configs.CHURCH_UNET)
+    return PixelBackend(unet, configs.CHURCH_SCHEDULER, multiple=2 ** (len(unet.config.block_out_channels) - 1))
+
+
+def _guide_clip() -> ClipEncoder:
+    # open_clip warns that no pretrained weights were loaded: random weights are the point here.
+    logging.disable(logging.WARNING)
+    try:
+        model = open_clip.create_model(configs.GUIDE_CLIP, force_quick_gelu=True)
+    finally:
+        logging.disable(logging.NOTSET)
+    side = model.visual.image_size[0]
+    tokenizer = open_clip.get_tokenizer(configs.GUIDE_CLIP)
+    return ClipEncoder(model, tokenizer, side, open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD, f"{configs.GUIDE_CLIP} (random weights)")

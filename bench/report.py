@@ -1,0 +1,82 @@
+"""The benchmark's results: the ratios between cases, the JSON document and the table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .run import UNGUIDED, CaseResult, image_difference
+
+EAGER, OPTIMISED = "eager", "optimised"
+PATHS = (EAGER, OPTIMISED)
+
+
+def ratios(results: list[CaseResult]) -> dict[str, dict[str, Any]]:
+    """How the cases compare.
+
+    * ``guided_over_unguided``: a guided step's time over an unguided one's, per path and mode
+      (what the guidance costs on top of denoising);
+    * ``optimised_speedup_step`` and ``optimised_speedup_end_to_end``: eager time over
+      optimised time, per guidance (above 1: the optimised path is faster);
+    * ``optimised_vs_eager_image``: how far the optimised path's final image is from the
+      eager one's, same seed, in 0-255 levels.
+    """
+    cases = {(r.path, r.guidance): r for r in results}
+    guided = sorted({r.guidance for r in results} - {UNGUIDED})
+    out: dict[str, dict[str, Any]] = {
+        "guided_over_unguided": {},
+        "optimised_speedup_step": {},
+        "optimised_speedup_end_to_end": {},
+        "optimised_vs_eager_image": {},
+    }
+    for path in PATHS:
+        base = cases.get((path, UNGUIDED))
+        for mode in guided:
+            case = cases.get((path, mode))
+            if base and case and base.step_s and case.step_s:
+                out["guided_over_unguided"][f"{path}/{mode}"] = case.step_s / base.step_s
+    for guidance in [*guided, UNGUIDED]:
+        eager, fast = cases.get((EAGER, guidance)), cases.get((OPTIMISED, guidance))
+        if not (eager and fast):
+            continue
+        if eager.step_s and fast.step_s:
+            out["optimised_speedup_step"][guidance] = eager.step_s / fast.step_s
+        out["optimised_speedup_end_to_end"][guidance] = eager.end_to_end_s / fast.end_to_end_s
+        out["optimised_vs_eager_image"][guidance] = image_difference(eager.image, fast.image)
+    return out
+
+
+def document(machine: dict[str, Any], settings: dict[str, Any], models: dict[str, Any], results: list[CaseResult]) -> dict[str, Any]:
+    """The JSON document of one benchmark run."""
+    return {
+        "schema": 1,
+        "machine": machine,
+        "settings": settings,
+        "models": models,
+        "cases": [r.figures() for r in results],
+        "ratios": ratios(results),
+    }
+
+
+def table(doc: dict[str, Any]) -> str:
+    """The run as a readable table, with its ratios underneath."""
+    kind = doc["cases"][0]["memory_kind"] if doc["cases"] else ""
+    header = f"{'path':<10} {'guidance':<9} {'step ms':>9} {'1st frame s':>12} {'end-to-end s':>13} {'warm-up s':>10} {'peak MB':>9}"
+    job = doc["settings"]["config"]
+    lines = [
+        f"{doc['models']['name']} on {doc['machine']['device_name']} ({doc['machine']['device']}, {doc['machine']['torch_threads']} threads)",
+        f"{job['size']} px, {job['steps']} steps x strength {job['strength']}, start {job['start']}, {job['n_patches']} patches, "
+        f"a frame every {job['preview_every']} steps, {doc['settings']['dtype']}",
+        header,
+    ]
+    for case in doc["cases"]:
+        step = f"{case['step_s'] * 1000:9.1f}" if case["step_s"] is not None else f"{'-':>9}"
+        lines.append(
+            f"{case['path']:<10} {case['guidance']:<9} {step} {case['first_frame_s']:12.3f} {case['end_to_end_s']:13.3f} "
+            f"{case['warmup_s']:10.2f} {case['peak_memory_mb']:9.0f}"
+        )
+    lines.append(f"peak MB is {kind}")
+    for name, values in doc["ratios"].items():
+        for key, value in values.items():
+            shown = f"max {value['max']:.0f}, mean {value['mean']:.2f} levels" if isinstance(value, dict) else f"{value:.2f}x"
+            lines.append(f"{name} {key}: {shown}")
+    return "\n".join(lines)

@@ -1,0 +1,130 @@
+"""The optimisation switch and the benchmark: the optimised path's image is the eager one's on the CPU,
+the CPU never compiles, ``python -m bench`` writes every figure, and (on a GPU) the loop never synchronises."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bench.cli import main as bench_main
+from stylizer.accel import EAGER, Speedups, set_layout, speedups
+from stylizer.config import StyleConfig
+from stylizer.errors import ConfigError
+from stylizer.models import load_models
+from stylizer.sampler import stylize
+from stylizer.warmup import warmup
+
+from .conftest import make_image
+
+# On the CPU the optimised path only batches CLIP's passes, so float32 sums run in another
+# order: the result may move by a rounding step, and by no more than this many 0-255 levels.
+CPU_TOLERANCE = 2
+# The loss terms the frames carry move by no more than float32 rounding through a few steps.
+LOSS_TOLERANCE = 1e-4
+PATHS = ("eager", "optimised")
+GUIDANCES = ("unguided", "fast", "full")
+CASE_FIELDS = {
+    "path", "guidance", "step_s", "step_intervals_s", "first_frame_s", "first_frame_step", "end_to_end_s",
+    "warmup_s", "peak_memory_mb", "memory_kind", "memory_before_mb", "losses",
+}
+
+
+def pixels(frame) -> np.ndarray:
+    return np.asarray(frame.image, dtype=np.int16)
+
+
+@pytest.fixture(scope="module", params=["tiny", "tiny-latent"])
+def models(request):
+    return load_models(request.param, "cpu")
+
+
+@pytest.mark.parametrize("mode", ["fast", "full"])
+def test_optimised_path_gives_the_eager_image_on_the_cpu(models, mode):
+    config = StyleConfig(prompt="drawing with black ink", size=64, steps=10, mode=mode, preview_every=2, seed=5).validated()
+    eager = list(stylize(models, make_image(), config, optimize=False))
+    fast = list(stylize(models, make_image(), config, optimize=True))
+    assert [f.step for f in fast] == [f.step for f in eager]
+    assert np.abs(pixels(fast[-1]) - pixels(eager[-1])).max() <= CPU_TOLERANCE
+    for ours, reference in zip(fast, eager):
+        assert ours.losses.keys() == reference.losses.keys()
+        assert all(isinstance(v, float) and abs(v - reference.losses[k]) <= LOSS_TOLERANCE for k, v in ours.losses.items())
+
+
+def test_the_cpu_runs_eager_by_default_and_never_compiles_or_autocasts(models):
+    cpu = torch.device("cpu")
+    assert speedups(cpu) == EAGER
+    optimised = speedups(cpu, True)
+    assert optimised.batch_clip and optimised.autocast is None and not optimised.channels_last and not optimised.compile
+    assert warmup(models, optimize=True) == 0.0
+
+
+def test_the_environment_sets_the_default_switch(monkeypatch):
+    monkeypatch.delenv("STYLIZER_OPTIMIZE", raising=False)
+    assert speedups(torch.device("cuda")) == EAGER  # eager until a GPU run validates the optimised path
+    monkeypatch.setenv("STYLIZER_OPTIMIZE", "0")
+    assert speedups(torch.device("cuda")) == EAGER  # decided without touching a GPU
+    monkeypatch.setenv("STYLIZER_OPTIMIZE", "1")
+    assert speedups(torch.device("cpu")) == speedups(torch.device("cpu"), True)
+    assert speedups(torch.device("cpu"), False) == EAGER  # an explicit switch wins
+    monkeypatch.setenv("STYLIZER_OPTIMIZE", "yes")
+    with pytest.raises(ConfigError, match="STYLIZER_OPTIMIZE"):
+        speedups(torch.device("cpu"))
+
+
+def test_layout_switch_keeps_the_output_and_round_trips_the_weights():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1))
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    before = net(x)
+    set_layout([net], channels_last=True)
+    assert net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(net(x), before, atol=1e-6)
+    set_layout([net], channels_last=False)
+    assert net[0].weight.is_contiguous()
+
+
+def test_bench_runs_on_the_cpu_and_its_json_has_every_figure(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = ["--preset", "tiny", "--device", "cpu", "--size", "32", "--steps", "8", "--strength", "0.5",
+            "--patches", "2", "--repeats", "1", "--out", str(out)]
+    assert bench_main(argv) == 0
+    doc = json.loads(out.read_text())
+    assert set(doc) == {"schema", "machine", "settings", "models", "cases", "ratios"}
+    assert {"torch", "device", "device_name", "cpu", "cpu_count", "torch_threads", "libraries"} <= set(doc["machine"])
+    assert doc["settings"]["config"]["size"] == 32 and doc["settings"]["backend"] == "pixel"
+    assert set(doc["settings"]["speedups"]) == set(PATHS)
+    assert {"name", "backend", "parameters", "load_s"} <= set(doc["models"])
+    assert {(c["path"], c["guidance"]) for c in doc["cases"]} == {(p, g) for p in PATHS for g in GUIDANCES}
+    for case in doc["cases"]:
+        assert set(case) == CASE_FIELDS
+        assert case["memory_kind"].startswith("cpu_")
+        numbers = [case[name] for name in ("step_s", "first_frame_s", "end_to_end_s", "warmup_s", "peak_memory_mb")]
+        assert all(isinstance(n, float) for n in numbers) and case["step_intervals_s"]
+    ratios = doc["ratios"]
+    assert set(ratios["guided_over_unguided"]) == {f"{p}/{m}" for p in PATHS for m in ("fast", "full")}
+    for name in ("optimised_speedup_step", "optimised_speedup_end_to_end", "optimised_vs_eager_image"):
+        assert set(ratios[name]) == set(GUIDANCES)
+    assert all(diff["max"] <= CPU_TOLERANCE for diff in ratios["optimised_vs_eager_image"].values())
+    assert "optimised_speedup_step" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("preset", ["tiny", "tiny-latent"])
+@pytest.mark.parametrize("optimize", [False, Speedups(batch_clip=True, autocast=torch.bfloat16, channels_last=True)], ids=["eager", "optimised"])
+def test_the_guided_loop_never_waits_for_the_gpu(preset, optimize):
+    """From the end of the first step to the end of the loop, any host-device synchronisation raises.
+
+    No preview frame falls inside the loop, since frames are where it synchronises on purpose.
+    Compilation is left out: compiling may synchronise, and the first step does it anyway.
+    """
+    models = load_models(preset, "cuda")
+    config = StyleConfig(prompt="drawing with black ink", size=64, steps=10, preview_every=100).validated()
+
+    def on_step(done: int, total: int) -> None:
+        torch.cuda.set_sync_debug_mode("error" if done < total else "default")
+
+    try:
+        frames = list(stylize(models, make_image(), config, on_step=on_step, optimize=optimize))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert len(frames) == 1 and frames[-1].final

@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         theme=THEME,
         css=CSS,
         show_error=True,
+        run_history=False,  # the page has its own reproducible settings; history only grows server memory
         prevent_thread_lock=True,
     )
     if args.share:

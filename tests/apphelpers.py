@@ -20,7 +20,7 @@ from stylizer.worker import Worker
 def served(demo: gr.Blocks, **launch_kwargs) -> Iterator[str]:
     """Launch ``demo`` on 127.0.0.1 (a free port) for the duration of the block; yields its URL."""
     demo.queue(default_concurrency_limit=1)
-    _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **launch_kwargs)
+    _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, run_history=False, **launch_kwargs)
     try:
         yield url
     finally:

@@ -179,7 +179,8 @@ def _stream(run_fn: RunFn, image: Any, settings: dict[str, Any], progress: gr.Pr
     used_seed = settings["seed"]
     hidden = gr.update(visible=False)
     # Clear the previous run's result so nothing stale sits beside the new previews.
-    yield None, "Starting…", hidden, hidden, hidden, skip, used_seed
+    starting = "Inverting the picture (DDIM)…" if settings.get("start", "invert") == "invert" else "Starting…"
+    yield None, starting, hidden, hidden, hidden, skip, used_seed
     try:
         for update in run_fn(image, settings):
             if update.queued:

@@ -15,7 +15,7 @@ import sys
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from stylizer.config import Limits  # noqa: E402
-from stylizer.errors import StylizerError  # noqa: E402
+from stylizer.errors import ModelLoadError, StylizerError  # noqa: E402
 from stylizer.models import CLIP_MODELS, DEFAULT_PRESET, PRESETS  # noqa: E402
 
 log = logging.getLogger("stylizer.app")
@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         demo, _ = create_app(args)
     except StylizerError as exc:
         print(f"stylizer: error: {exc}", file=sys.stderr)
+        if isinstance(exc, ModelLoadError):
+            print("stylizer: to try the app without any download: python app.py --model tiny (untrained test models)", file=sys.stderr)
         return 2
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
     limits = Limits.from_env()

@@ -7,9 +7,6 @@ initialise 1.2 billion parameters on the CPU.
 
 from __future__ import annotations
 
-import logging
-
-import open_clip
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
 from torchvision.models import vgg16
@@ -17,7 +14,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from stylizer.backends import DiffusionBackend, LatentBackend, PixelBackend
 from stylizer.encoders import ClipEncoder, VggEncoder
-from stylizer.models import LATENT_SIZE, PIXEL_SIZE, Models, Preset, load_models
+from stylizer.models import LATENT_SIZE, PIXEL_SIZE, Models, Preset, build_clip, load_models
 from stylizer.tiny import clip_bpe_tokenizer
 
 from . import configs
@@ -71,16 +68,8 @@ def _latent(device: torch.device, dtype: torch.dtype) -> DiffusionBackend:
 def _pixel(device: torch.device) -> DiffusionBackend:
     with torch.device(device):
         unet = UNet2DModel(**configs.CHURCH_UNET)
-    return PixelBackend(unet, configs.CHURCH_SCHEDULER, multiple=2 ** (len(unet.config.block_out_channels) - 1))
+    return PixelBackend(unet, configs.CHURCH_SCHEDULER)
 
 
 def _guide_clip() -> ClipEncoder:
-    # open_clip warns that no pretrained weights were loaded: random weights are the point here.
-    logging.disable(logging.WARNING)
-    try:
-        model = open_clip.create_model(configs.GUIDE_CLIP, force_quick_gelu=True)
-    finally:
-        logging.disable(logging.NOTSET)
-    side = model.visual.image_size[0]
-    tokenizer = open_clip.get_tokenizer(configs.GUIDE_CLIP)
-    return ClipEncoder(model, tokenizer, side, open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD, f"{configs.GUIDE_CLIP} (random weights)")
+    return build_clip(configs.GUIDE_CLIP, tag_cfg={"quick_gelu": True})

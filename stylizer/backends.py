@@ -28,6 +28,11 @@ PREVIEW_MAX_SIDE = 256
 VAE_TILE_SIDE = 768
 
 
+def downsampling(net: nn.Module) -> int:
+    """Total downsampling factor of a diffusers UNet or VAE: 2 per block after the first."""
+    return 2 ** (len(net.config.block_out_channels) - 1)
+
+
 class DiffusionBackend:
     """What the guided DDIM loop needs from a diffusion model.
 
@@ -118,15 +123,15 @@ class PixelBackend(DiffusionBackend):
     Args:
         unet: the denoiser; ``unet(x, t).sample`` is ε (or ε and a variance, which is dropped).
         scheduler_config: the checkpoint's scheduler config (any diffusers scheduler class).
-        multiple: the UNet's total downsampling factor.
+        multiple: the UNet's total downsampling factor (default: read from its config).
     """
 
     kind = "pixel"
 
-    def __init__(self, unet: nn.Module, scheduler_config: Mapping[str, Any], multiple: int) -> None:
+    def __init__(self, unet: nn.Module, scheduler_config: Mapping[str, Any], multiple: int | None = None) -> None:
         super().__init__(scheduler_config)
         self.unet = unet.eval().requires_grad_(False)
-        self.multiple = multiple
+        self.multiple = multiple or downsampling(unet)
 
     @property
     def networks(self) -> tuple[nn.Module, ...]:
@@ -192,8 +197,8 @@ class LatentBackend(DiffusionBackend):
         self.text_encoder = text_encoder.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.preview_max_side = preview_max_side
-        self.vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        self.multiple = self.vae_factor * 2 ** (len(unet.config.block_out_channels) - 1)
+        self.vae_factor = downsampling(vae)
+        self.multiple = self.vae_factor * downsampling(unet)
         # The losses are means over pixels, and the sampler already rescales their gradient to
         # pixel units by the image area. A latent element decodes to a vae_factor x vae_factor
         # pixel block, so its gradient sums that many pixel gradients (the chain rule through

@@ -21,7 +21,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
 import open_clip
 import torch
@@ -238,8 +238,7 @@ def load_backend(source: str, device: torch.device, kind: str | None = None) -> 
     if (kind or detect_backend(source)) == "latent":
         return _load_latent_backend(source, device)
     unet, scheduler_config = tiny_pixel_parts() if source == TINY else _load_pixel_unet(source)
-    multiple = 2 ** (len(unet.config.block_out_channels) - 1)
-    return PixelBackend(unet.to(device), scheduler_config, multiple)
+    return PixelBackend(unet.to(device), scheduler_config)
 
 
 def _load_pixel_unet(source: str) -> tuple[UNet2DModel, dict]:
@@ -307,17 +306,31 @@ def load_clip(name: str, device: torch.device, pretrained: str | None = None) ->
     tag_cfg = (open_clip.get_pretrained_cfg(arch, tag) or {}) if tag else {}
     with explained_failures(f"CLIP {arch}/{tag}"):
         checkpoint = clip_checkpoint(tag_cfg) if tag_cfg else tag
-        with seeded(TINY_SEED), _quiet_logging(checkpoint is None):
-            model = open_clip.create_model(
-                arch, pretrained=checkpoint, force_quick_gelu=bool(tag_cfg.get("quick_gelu")), weights_only=True
-            )
+        encoder = build_clip(arch, checkpoint, tag_cfg, label=f"{arch}/{tag}" if tag else None)
+    return encoder.to(device)
+
+
+def build_clip(arch: str, checkpoint: str | None = None, tag_cfg: Mapping[str, Any] | None = None,
+               label: str | None = None) -> ClipEncoder:
+    """An open_clip architecture as a :class:`ClipEncoder`, on the CPU.
+
+    Args:
+        arch: open_clip model name.
+        checkpoint: weights file; ``None`` gives seeded random weights.
+        tag_cfg: the pretrained tag's config (QuickGELU, normalisation), if any.
+        label: name for messages (default: ``"<arch> (random weights)"``).
+    """
+    tag_cfg = tag_cfg or {}
+    with seeded(TINY_SEED), _quiet_logging(checkpoint is None):
+        model = open_clip.create_model(
+            arch, pretrained=checkpoint, force_quick_gelu=bool(tag_cfg.get("quick_gelu")), weights_only=True
+        )
     size = model.visual.image_size
     side = size[0] if isinstance(size, (tuple, list)) else size
     pcfg = getattr(model.visual, "preprocess_cfg", {}) or {}
     mean = tuple(tag_cfg.get("mean") or pcfg.get("mean", open_clip.OPENAI_DATASET_MEAN))
     std = tuple(tag_cfg.get("std") or pcfg.get("std", open_clip.OPENAI_DATASET_STD))
-    label = f"{arch}/{tag}" if tag else f"{arch} (random weights)"
-    return ClipEncoder(model, open_clip.get_tokenizer(arch), side, mean, std, label).to(device)
+    return ClipEncoder(model, open_clip.get_tokenizer(arch), side, mean, std, label or f"{arch} (random weights)")
 
 
 def load_vgg(device: torch.device, tiny: bool = False) -> VggEncoder:

@@ -168,8 +168,15 @@ def build_demo(run_fn: RunFn, info: ModelInfo, limits: Limits | None = None) -> 
         )
         stop_button.click(_stopped, None, [status], cancels=[run_event], queue=False, api_visibility="private")
         knob_widgets = [widgets[name] for name in KNOBS]
-        apply_button.click(_apply_settings, [settings_box], knob_widgets, api_visibility="private")
-        demo.load(_settings_from_url, None, knob_widgets, api_visibility="private")
+
+        def apply_settings(text: str):
+            return _apply_settings(text, limits)
+
+        def settings_from_url(request: gr.Request):
+            return _settings_from_url(request, limits)
+
+        apply_button.click(apply_settings, [settings_box], knob_widgets, api_visibility="private")
+        demo.load(settings_from_url, None, knob_widgets, api_visibility="private")
     return demo
 
 
@@ -228,20 +235,20 @@ def _settings_from_widgets(values: dict[str, Any], randomize_seed: Any) -> dict[
     return settings
 
 
-def _settings_from_url(request: gr.Request):
+def _settings_from_url(request: gr.Request, limits: Limits):
     """On page load, fill the knobs from a ``?settings=<json>`` link; leave them alone otherwise."""
     text = request.query_params.get(SETTINGS_PARAM) if request else None
     if not text:
         return [gr.skip()] * len(KNOBS)
     try:
-        return _apply_settings(text)
+        return _apply_settings(text, limits)
     except gr.Error as exc:
         gr.Warning(f"The settings in the link were not applied: {exc.message}")
         return [gr.skip()] * len(KNOBS)
 
 
-def _apply_settings(text: str):
-    """Settings JSON -> one update per knob widget (the ``model`` key is informational)."""
+def _apply_settings(text: str, limits: Limits):
+    """Settings JSON -> one update per knob widget, within this server's limits (``model`` is informational)."""
     try:
         data = json.loads(text or "")
     except json.JSONDecodeError as exc:
@@ -252,7 +259,7 @@ def _apply_settings(text: str):
     prompt = data.pop("prompt", "") or ""
     try:
         # Validate every other knob even when the pasted prompt is blank.
-        config = StyleConfig.from_dict({**data, "prompt": prompt or "placeholder"}).validated()
+        config = StyleConfig.from_dict({**data, "prompt": prompt or "placeholder"}).validated(limits)
     except StylizerError as exc:
         raise gr.Error(_sentence(str(exc)), print_exception=False) from None
     values = {**config.to_dict(), "prompt": prompt}

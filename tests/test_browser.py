@@ -3,6 +3,7 @@
 Screenshots go to ``test-artifacts/`` for a person to look at.
 """
 
+import json
 import time
 from pathlib import Path
 
@@ -105,3 +106,17 @@ def test_upload_type_slide_stylize_and_stop(page, picture_path):
     assert "Stopped" in status_text(page) and result_src(page) == stopped_image, "the run kept going after Stop"
     assert not page.locator("#downloads a").count(), "a stale result is still offered for download"
     page.screenshot(path=str(ARTIFACTS / "4-stopped.png"), full_page=True)
+
+
+def test_a_settings_link_fills_the_knobs(page):
+    from urllib.parse import urlencode
+
+    settings = {"prompt": "neon light", "steps": 12, "w_tv": 9.0, "seed": 42, "model": "tiny"}
+    page.goto(page.url.split("?")[0] + "?" + urlencode({"settings": json.dumps(settings)}))
+    page.get_by_role("button", name="Stylize").wait_for()
+    page.wait_for_function("() => document.querySelector('textarea')?.value === 'neon light'", timeout=15_000)
+    page.get_by_text("Advanced").click()
+    steps = page.get_by_label("number input for Steps", exact=True)
+    steps.wait_for(state="visible")
+    assert steps.input_value() == "12"
+    assert page.get_by_label("number input for Smoothness (total variation)", exact=True).input_value() == "9"

@@ -8,6 +8,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from stylizer.config import Limits
 from stylizer.errors import InputError
 from stylizer.jobs import JobResult, JobUpdate, ModelInfo
 from stylizer.ui import KNOBS, _apply_settings, build_demo
@@ -89,14 +90,16 @@ def test_random_seed_is_drawn_and_reported(fake_app, picture_path):
 
 def test_apply_settings_restores_every_knob_and_rejects_bad_json():
     settings = {"prompt": "neon light", "reference": "a photo", "steps": 12, "w_tv": 9.0, "seed": 42, "model": "tiny"}
-    values = dict(zip(KNOBS, _apply_settings(json.dumps(settings))))
+    values = dict(zip(KNOBS, _apply_settings(json.dumps(settings), Limits())))
     assert values["prompt"] == "neon light" and values["steps"] == 12 and values["w_tv"] == 9.0 and values["seed"] == 42
     import gradio as gr
 
     with pytest.raises(gr.Error, match="not valid JSON"):
-        _apply_settings("{oops")
+        _apply_settings("{oops", Limits())
     with pytest.raises(gr.Error, match="Steps must be between"):
-        _apply_settings(json.dumps({"steps": -1}))
+        _apply_settings(json.dumps({"steps": -1}), Limits())
+    with pytest.raises(gr.Error, match="Steps must be between 1 and 20"):  # this server's cap, not the default
+        _apply_settings(json.dumps({"steps": 30}), Limits(max_steps=20))
 
 
 def test_page_names_the_model_and_flags_untrained_weights():

@@ -166,7 +166,8 @@ def build_demo(run_fn: RunFn, info: ModelInfo, limits: Limits | None = None) -> 
             stylize, inputs, outputs, api_name="stylize", concurrency_limit=len(info.devices), concurrency_id="gpu",
             show_progress="minimal",
         )
-        stop_button.click(_stopped, None, [status], cancels=[run_event], queue=False, api_visibility="private")
+        # The message follows the cancellation, so a step already in flight cannot overwrite it.
+        stop_button.click(fn=None, cancels=[run_event]).then(_stopped, None, [status], queue=False, api_visibility="private")
         knob_widgets = [widgets[name] for name in KNOBS]
 
         def apply_settings(text: str):

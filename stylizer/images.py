@@ -65,7 +65,7 @@ def load_image(source: ImageSource, limits: Limits | None = None) -> LoadedImage
     except Image.DecompressionBombError:
         raise InputError(f"the image claims more pixels than the limit of {limits.max_pixels:,}") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"the image file is corrupt ({exc})") from None
+        raise InputError(f"the image file is truncated or corrupt ({exc})") from None
     return _normalise(img, limits)
 
 

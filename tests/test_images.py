@@ -83,6 +83,14 @@ def test_bad_files_raise_clear_errors(data, fragment):
         load_image(data)
 
 
+@pytest.mark.parametrize("seed", range(40))
+def test_garbage_after_a_jpeg_header_always_reads_as_corrupt(seed):
+    """Garbage fails in different places inside PIL (open, load, transpose); the message must not depend on where."""
+    data = _encode(make_image(64, 64), "JPEG")[:200] + np.random.default_rng(seed).bytes(300)
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        load_image(data)
+
+
 def test_pixel_and_byte_caps():
     big = _encode(Image.new("RGB", (300, 300)))
     with pytest.raises(InputError, match="pixels; the limit is"):

@@ -73,11 +73,16 @@ def float_tiff() -> bytes:
     return encode(Image.fromarray(np.linspace(0, 1, 48 * 32, dtype=np.float32).reshape(32, 48), mode="F"), "TIFF")
 
 
+def corrupt_jpeg(seed: int) -> bytes:
+    """A JPEG header followed by seeded garbage, so every run tests the same bytes."""
+    return encode(make_image(64, 64), "JPEG")[:200] + np.random.default_rng(seed).bytes(300)
+
+
 # name -> (file bytes, message fragment for a rejection, or None when the job must succeed)
 CORPUS = {
     "zero-byte": (b"", "empty"),
     "truncated-png": (encode(make_image(64, 64), "PNG")[:300], "truncated or corrupt"),
-    "corrupt-jpeg": (encode(make_image(64, 64), "JPEG")[:200] + os.urandom(300), "truncated or corrupt"),
+    "corrupt-jpeg": (corrupt_jpeg(seed=0), "truncated or corrupt"),
     "text-as-png": (b"Just some text pretending to be an image.\n" * 4, "not an image"),
     "png-bomb": (bomb_png(), "pixels"),
     "gif-bomb": (bomb_gif(), "pixels"),

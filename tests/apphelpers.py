@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import gradio as gr
+from gradio_client.client import Job
+from gradio_client.utils import Status
 
 from stylizer.config import Limits
 from stylizer.ui import build_demo
@@ -47,6 +49,23 @@ def wait_until_idle(worker: Worker, seconds: float = 30.0) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+# A job in one of these states holds its place in the server's queue.
+_QUEUED = {Status.IN_QUEUE, Status.PROCESSING, Status.ITERATING, Status.PROGRESS, Status.SENDING_DATA, Status.FINISHED}
+
+
+def wait_until_queued(job: Job, running: bool = False, seconds: float = 60.0) -> None:
+    """Block until ``job`` has joined the server's queue (or, with ``running``, until it runs).
+
+    Tests of queue order submit the next job only after this, since ``Client.submit``
+    uploads and joins from a background thread and a fixed sleep can lose that race.
+    """
+    wanted = _QUEUED - {Status.IN_QUEUE} if running else _QUEUED
+    deadline = time.monotonic() + seconds
+    while job.status().code not in wanted:
+        assert time.monotonic() < deadline, f"the job never reached {sorted(s.name for s in wanted)}"
+        time.sleep(0.02)
 
 
 def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:

@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import app
 from stylizer.config import Limits
 from stylizer.worker import Worker
 
-from .apphelpers import bomb_png, result_path, serving, wait_until_idle
+from .apphelpers import bomb_png, result_path, serving, wait_until_idle, wait_until_queued
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMITS = Limits(max_upload_mb=0.05, max_pixels=1_000_000)
@@ -84,7 +83,7 @@ def test_bad_input_gives_an_app_error_and_the_next_job_succeeds(client, tmp_path
 def test_two_clients_at_once_are_both_served_in_order(client, picture_path):
     other = Client(client.src, verbose=False)
     first = client.submit(image=handle_file(picture_path), prompt="first", size=64, steps=10, strength=1.0, api_name="/stylize")
-    time.sleep(0.3)
+    wait_until_queued(first, running=True)
     second = other.submit(image=handle_file(picture_path), prompt="second", size=64, steps=4, api_name="/stylize")
     finished = []
     threads = [threading.Thread(target=lambda j=j, n=n: (j.result(timeout=120), finished.append(n))) for j, n in ((first, "first"), (second, "second"))]

@@ -24,7 +24,7 @@ from stylizer.cli import main as cli_main
 from stylizer.config import Limits
 from stylizer.worker import Worker
 
-from .apphelpers import bomb_png, result_path, serving, wait_until_idle
+from .apphelpers import bomb_png, result_path, serving, wait_until_idle, wait_until_queued
 from .conftest import make_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -260,7 +260,7 @@ def test_eight_clients_are_served_in_order_without_mix_ups(server, picture_path)
     for i in range(8):
         client = Client(server, verbose=False)
         jobs.append(client.submit(image=handle_file(picture_path), prompt=f"style number {i}", seed=100 + i, **FAST, api_name="/stylize"))
-        time.sleep(0.15)
+        wait_until_queued(jobs[-1])
     finished: list[int] = []
     lock = threading.Lock()
 

@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--without", default="", metavar="NAMES",
                         help=f"comma-separated speedups to leave out of the optimised path, to see what each buys: "
                         f"{', '.join(f.name for f in dataclasses.fields(Speedups))}")
+    parser.add_argument("--profile", action="store_true",
+                        help="after each case's timed jobs, profile one more job: device-busy fraction, kernel launches per step "
+                        "and the costliest operators (in the JSON, and summarised in the table)")
     parser.add_argument("--out", type=Path, help=f"JSON file (default: {RESULTS_DIR.name}/<machine>-<models>-<date>.json next to this package)")
     return parser
 
@@ -90,18 +93,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     picture = bench_picture(config.size)
     guidances = (UNGUIDED, *(GUIDANCE_MODES if args.mode == BOTH else (args.mode,)))
 
+    args.out = args.out or RESULTS_DIR / f"{machine_tag(device)}-{args.preset or ARCHITECTURES[args.backend]}-{datetime.date.today()}.json"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    settings = {**_plain(vars(args)), "dtype": str(dtype), "config": config.to_dict(),
+                "speedups": {path: _plain(dataclasses.asdict(speed)) for path, speed in paths.items()}}
     results = []
     for path, speed in paths.items():  # eager first: the optimised path leaves the weights channels_last
         for guidance in guidances:
             print(f"bench: timing {path} {guidance} ({models.name}, {config.size} px, {config.denoise_steps} steps)", file=sys.stderr, flush=True)
-            results.append(time_case(models, picture, config, path, guidance, speed, args.repeats))
-
-    args.out = args.out or RESULTS_DIR / f"{machine_tag(device)}-{args.preset or ARCHITECTURES[args.backend]}-{datetime.date.today()}.json"
-    settings = {**_plain(vars(args)), "dtype": str(dtype), "config": config.to_dict(),
-                "speedups": {path: _plain(dataclasses.asdict(speed)) for path, speed in paths.items()}}
-    doc = document(machine_info(device), settings, _describe(models, load_s), results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+            results.append(time_case(models, picture, config, path, guidance, speed, args.repeats, args.profile))
+            # Rewritten after every case, so a run cut short still leaves what it measured.
+            doc = document(machine_info(device), settings, _describe(models, load_s), results)
+            args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     print(table(doc))
     print(f"bench: wrote {args.out}", file=sys.stderr)
     return 0

@@ -75,8 +75,25 @@ def table(doc: dict[str, Any]) -> str:
             f"{case['warmup_s']:10.2f} {case['peak_memory_mb']:9.0f}"
         )
     lines.append(f"peak MB is {kind}")
+    lines.extend(_profile_lines(doc["cases"]))
     for name, values in doc["ratios"].items():
         for key, value in values.items():
             shown = f"max {value['max']:.0f}, mean {value['mean']:.2f} levels" if isinstance(value, dict) else f"{value:.2f}x"
             lines.append(f"{name} {key}: {shown}")
     return "\n".join(lines)
+
+
+def _profile_lines(cases: list[dict[str, Any]]) -> list[str]:
+    """One line per profiled case: how busy the device was, launches per step, and the costliest operator."""
+    lines = []
+    for case in cases:
+        prof = case.get("profile")
+        if not prof:
+            continue
+        busy = f"device busy {prof['device_busy_fraction']:.0%}, " if prof["device_busy_fraction"] is not None else ""
+        top = prof["top"][0] if prof["top"] else {"name": "-", "self_ms": 0.0}
+        lines.append(
+            f"profile {case['path']}/{case['guidance']}: {busy}{prof['operator_calls_per_step']:.0f} operator calls and "
+            f"{prof['device_kernels_per_step']:.0f} kernels per step; costliest {top['name']} ({top['self_ms']:.1f} ms)"
+        )
+    return lines

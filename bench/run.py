@@ -22,6 +22,7 @@ from stylizer.models import Models
 from stylizer.sampler import stylize
 
 from .measure import PeakMemory, StepClock
+from .profile import profile_job
 
 UNGUIDED = "unguided"
 NO_GUIDANCE = dict(w_dir=0.0, w_patch=0.0, w_content=0.0, w_tv=0.0)
@@ -48,6 +49,7 @@ class CaseResult:
         memory_kind: see :class:`bench.measure.PeakMemory`.
         memory_before_mb: what was held when a job started (CUDA: the weights).
         losses: the final frame's loss terms.
+        profile: what :func:`bench.profile.profile_job` found in one more job, when asked for.
         image: the final image of the last timed job (for comparing paths; not in the JSON).
     """
 
@@ -64,6 +66,7 @@ class CaseResult:
     memory_before_mb: float
     losses: dict[str, float]
     image: Image.Image = field(repr=False)
+    profile: dict[str, Any] | None = None
 
     def figures(self) -> dict[str, Any]:
         """Everything but the image, JSON-ready."""
@@ -90,9 +93,20 @@ def guidance_config(config: StyleConfig, guidance: str) -> StyleConfig:
 
 
 def time_case(
-    models: Models, picture: Image.Image, config: StyleConfig, path: str, guidance: str, speed: Speedups, repeats: int
+    models: Models,
+    picture: Image.Image,
+    config: StyleConfig,
+    path: str,
+    guidance: str,
+    speed: Speedups,
+    repeats: int,
+    profiled: bool = False,
 ) -> CaseResult:
-    """Run one warm-up job and ``repeats`` timed jobs of ``config`` in ``guidance`` mode along ``path``."""
+    """Run one warm-up job and ``repeats`` timed jobs of ``config`` in ``guidance`` mode along ``path``.
+
+    With ``profiled``, one more job runs under the profiler after the timed ones, so its
+    overhead never reaches the timings.
+    """
     job_config = guidance_config(config, guidance)
     warm_config = dataclasses.replace(job_config, steps=WARMUP_STEPS, strength=1.0)
     warmup_s = _job(models, picture, warm_config, speed).seconds
@@ -113,6 +127,7 @@ def time_case(
         memory_before_mb=peak.before_mb,
         losses=jobs[-1].final.losses,
         image=jobs[-1].final.image,
+        profile=profile_job(models, picture, job_config, speed) if profiled else None,
     )
 
 

@@ -26,7 +26,7 @@ PATHS = ("eager", "optimised")
 GUIDANCES = ("unguided", "fast", "full")
 CASE_FIELDS = {
     "path", "guidance", "step_s", "step_intervals_s", "first_frame_s", "first_frame_step", "end_to_end_s",
-    "warmup_s", "peak_memory_mb", "memory_kind", "memory_before_mb", "losses",
+    "warmup_s", "peak_memory_mb", "memory_kind", "memory_before_mb", "losses", "profile",
 }
 
 
@@ -86,7 +86,7 @@ def test_layout_switch_keeps_the_output_and_round_trips_the_weights():
 def test_bench_runs_on_the_cpu_and_its_json_has_every_figure(tmp_path, capsys):
     out = tmp_path / "bench.json"
     argv = ["--preset", "tiny", "--device", "cpu", "--size", "32", "--steps", "8", "--strength", "0.5",
-            "--patches", "2", "--repeats", "1", "--out", str(out)]
+            "--patches", "2", "--repeats", "1", "--profile", "--out", str(out)]
     assert bench_main(argv) == 0
     doc = json.loads(out.read_text())
     assert set(doc) == {"schema", "machine", "settings", "models", "cases", "ratios"}
@@ -100,12 +100,16 @@ def test_bench_runs_on_the_cpu_and_its_json_has_every_figure(tmp_path, capsys):
         assert case["memory_kind"].startswith("cpu_")
         numbers = [case[name] for name in ("step_s", "first_frame_s", "end_to_end_s", "warmup_s", "peak_memory_mb")]
         assert all(isinstance(n, float) for n in numbers) and case["step_intervals_s"]
+        profile = case["profile"]
+        assert profile["device_busy_fraction"] is None and profile["operator_calls_per_step"] > 0
+        assert profile["top"] and all(op["calls"] > 0 and op["self_ms"] > 0 for op in profile["top"])
     ratios = doc["ratios"]
     assert set(ratios["guided_over_unguided"]) == {f"{p}/{m}" for p in PATHS for m in ("fast", "full")}
     for name in ("optimised_speedup_step", "optimised_speedup_end_to_end", "optimised_vs_eager_image"):
         assert set(ratios[name]) == set(GUIDANCES)
     assert all(diff["max"] <= CPU_TOLERANCE for diff in ratios["optimised_vs_eager_image"].values())
-    assert "optimised_speedup_step" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "optimised_speedup_step" in printed and "profile optimised/full:" in printed
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -97,6 +97,12 @@ def _stylize(args: argparse.Namespace) -> int:
         raise ConfigError(f"output {output} must end in one of {', '.join(SAVE_FORMATS)}")
     if not output.parent.exists():
         raise ConfigError(f"output folder {output.parent} does not exist")
+    if args.frames:
+        frames_path = Path(args.frames)
+        if frames_path.suffix.lower() != ".gif":
+            raise ConfigError(f"--frames {frames_path} must end in .gif")
+        if not frames_path.parent.exists():
+            raise ConfigError(f"--frames folder {frames_path.parent} does not exist")
     preset = resolve_preset(args.model, args.clip)
     settings = {name: getattr(args, name) for name in KNOB_FLAGS if getattr(args, name) is not None}
     settings.setdefault("size", preset.size)
@@ -112,8 +118,17 @@ def _stylize(args: argparse.Namespace) -> int:
         print(f"stylizer: warning: the {models.name!r} preset has random weights; its output is noise, for testing only", file=sys.stderr)
     started = time.perf_counter()
     frames = []
-    with tqdm(total=config.denoise_steps, desc="stylizing", unit="step", file=sys.stderr, leave=False) as bar:
-        for frame in stylize(models, job.image, config, on_step=lambda done, total: bar.update(1), optimize=args.optimize):
+    # One bar over every network pass: the inversion's (start "invert") and then the guided steps.
+    inversion = config.denoise_steps if config.start == "invert" else 0
+    with tqdm(total=inversion + config.denoise_steps, desc="inverting" if inversion else "stylizing", unit="step",
+              file=sys.stderr, leave=False) as bar:
+
+        def guided_step(done: int, total: int) -> None:
+            bar.set_description("stylizing", refresh=False)
+            bar.update(1)
+
+        for frame in stylize(models, job.image, config, on_step=guided_step, optimize=args.optimize,
+                             on_invert=lambda done, total: bar.update(1)):
             frames.append(frame)
     seconds = time.perf_counter() - started
     result = frames[-1]

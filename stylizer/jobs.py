@@ -41,11 +41,12 @@ class JobUpdate:
     """One message from a running job: every step, with a preview image when one is due.
 
     Attributes:
-        step, total: progress in DDIM steps.
+        step, total: progress in DDIM steps (of the inversion while ``inverting``).
         losses: loss terms of the latest preview (or of the final image).
         image: a new preview (or the result) when there is one, else ``None``.
         result: set on the last update only.
         queued: True while the job waits for a free device.
+        inverting: True while the job inverts the picture, before the first guided step.
     """
 
     step: int
@@ -54,6 +55,7 @@ class JobUpdate:
     image: Image.Image | None = None
     result: JobResult | None = None
     queued: bool = False
+    inverting: bool = False
 
 
 # run_fn(image, settings) -> updates; image is a path, bytes or None; closing the iterator cancels.

@@ -57,6 +57,7 @@ def stylize(
     config: StyleConfig,
     on_step: Callable[[int, int], None] | None = None,
     optimize: bool | Speedups | None = None,
+    on_invert: Callable[[int, int], None] | None = None,
 ) -> Iterator[Frame]:
     """Restyle ``image`` according to ``config``, yielding preview frames and then the result.
 
@@ -71,6 +72,8 @@ def stylize(
         on_step: called as ``on_step(done, total)`` after every step, for progress bars.
         optimize: True runs the optimised guided step, False the eager reference; None (the
             default) follows ``STYLIZER_OPTIMIZE``, else eager. Explicit :class:`Speedups` are for benchmarks.
+        on_invert: called as ``on_invert(done, total)`` after every DDIM inversion step (start
+            ``invert`` only), which yields no frame; like ``on_step``, it may raise to abort the job.
     """
     backend, device = models.backend, models.device
     speed = accel.resolve(device, optimize)
@@ -91,7 +94,7 @@ def stylize(
         clean = backend.encode(source)
         if config.start == "invert":
             inv_cond = backend.inversion_condition(config.reference)
-            sample = ddim_invert(lambda x, t: backend.eps(x, t, inv_cond, speed), clean, timesteps, scheduler)
+            sample = ddim_invert(lambda x, t: backend.eps(x, t, inv_cond, speed), clean, timesteps, scheduler, on_invert)
         else:
             generator = torch.Generator(device=device).manual_seed(config.seed)
             noise = torch.randn(clean.shape, generator=generator, device=device, dtype=clean.dtype)
@@ -175,6 +178,7 @@ def ddim_invert(
     clean: torch.Tensor,
     timesteps: torch.Tensor,
     scheduler: DDIMScheduler,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Deterministic DDIM inversion: run the eta=0 update backwards from ``clean`` to ``timesteps[0]``.
 
@@ -186,10 +190,11 @@ def ddim_invert(
         clean: x at the end of the schedule (the encoded input).
         timesteps: the descending timesteps the sampler will run.
         scheduler: a scheduler after ``set_timesteps``.
+        on_step: called as ``on_step(done, total)`` after every inversion step.
     """
     stride = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
     x = clean
-    for t in reversed(timesteps):
+    for done, t in enumerate(reversed(timesteps), start=1):
         prev = int(t) - stride
         alpha_cur = scheduler.alphas_cumprod[prev] if prev >= 0 else scheduler.final_alpha_cumprod
         alpha_next = scheduler.alphas_cumprod[int(t)]
@@ -198,6 +203,8 @@ def ddim_invert(
         eps = eps_fn(x, t)
         pred_clean = (x - (1 - alpha_cur).sqrt() * eps) / alpha_cur.sqrt()
         x = alpha_next.sqrt() * pred_clean + (1 - alpha_next).sqrt() * eps
+        if on_step is not None:
+            on_step(done, len(timesteps))
     return x
 
 

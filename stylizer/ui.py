@@ -194,6 +194,10 @@ def _stream(run_fn: RunFn, image: Any, settings: dict[str, Any], progress: gr.Pr
             if update.queued:
                 yield skip, "Waiting for a free GPU…", skip, skip, skip, skip, used_seed
                 continue
+            if update.inverting:
+                progress((update.step, update.total), desc="Inverting", unit="steps")
+                yield skip, f"**Inverting the picture (DDIM)** {update.step} / {update.total}", skip, skip, skip, skip, used_seed
+                continue
             progress((update.step, update.total), desc="Stylizing", unit="steps")
             if update.result is None:
                 text = f"**Step {update.step} / {update.total}**{_losses_text(update.losses)}"

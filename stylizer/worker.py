@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from PIL import Image
@@ -125,16 +125,20 @@ class Worker:
         frames: list[Image.Image] = []
         started = time.perf_counter()
 
-        def on_step(done: int, total: int) -> None:
-            if cancel.is_set():
-                raise JobCancelled()
-            if time.monotonic() > deadline:
-                raise StylizerError(f"the job took longer than the {self.limits.job_timeout_s:g} s limit; use fewer steps or a smaller size")
-            updates.put(("step", done, total))
+        def progress(kind: str) -> Callable[[int, int], None]:
+            # The sampler's hooks run between network calls, so Stop and the time limit act within one step.
+            def report(done: int, total: int) -> None:
+                if cancel.is_set():
+                    raise JobCancelled()
+                if time.monotonic() > deadline:
+                    raise StylizerError(f"the job took longer than the {self.limits.job_timeout_s:g} s limit; use fewer steps or a smaller size")
+                updates.put((kind, done, total))
+
+            return report
 
         def target() -> None:
             try:
-                for frame in stylize(models, picture, config, on_step=on_step):
+                for frame in stylize(models, picture, config, on_step=progress("step"), on_invert=progress("invert")):
                     updates.put(("frame", frame))
             except BaseException as exc:  # handed to the consumer, which re-raises it
                 updates.put(("error", exc))
@@ -150,6 +154,8 @@ class Worker:
                 kind = message[0]
                 if kind == "step":
                     yield JobUpdate(message[1], message[2], dict(last_losses))
+                elif kind == "invert":
+                    yield JobUpdate(message[1], message[2], inverting=True)
                 elif kind == "frame":
                     frame = message[1]
                     frames.append(frame.image)

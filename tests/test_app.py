@@ -1,5 +1,6 @@
 """The app end to end: the real tiny models behind the worker, driven through gradio_client."""
 
+import json
 import os
 import subprocess
 import sys
@@ -44,8 +45,9 @@ def test_frames_stream_before_the_result(client, picture_path):
     assert len(images) >= 4  # previews at steps 5, 10, 15, then the result
     intermediate = {Path(p).read_bytes() for p in images[:-1]}
     assert len(intermediate) >= 3
+    assert any("Inverting the picture (DDIM)** 20 / 20" in s for s in statuses)
     assert any("Step 1 / 20" in s for s in statuses) and "Done" in final[1]
-    settings = __import__("json").loads(final[5])
+    settings = json.loads(final[5])
     assert settings["seed"] == 11 and settings["prompt"] == "drawing with black ink" and settings["model"] == "tiny"
     files = final[4]["value"] if isinstance(final[4], dict) else final[4]
     names = sorted(Path(result_path(f) or f).suffix for f in files)

@@ -62,8 +62,11 @@ def run_main(capsys, *argv):
         (None, ["--model", "no such model"], "unknown model"),
         (None, ["-p", ""], "prompt is empty"),
         (None, ["--device", "cuda:7"], "no CUDA GPU"),
+        (None, ["--frames", "/nowhere/at/all/trajectory.gif"], "--frames folder /nowhere/at/all does not exist"),
+        (None, ["--frames", "trajectory.txt"], "must end in .gif"),
     ],
-    ids=["missing", "empty", "not-image", "steps-range", "steps-type", "mode", "nan", "model", "prompt", "device"],
+    ids=["missing", "empty", "not-image", "steps-range", "steps-type", "mode", "nan", "model", "prompt", "device",
+         "frames-folder", "frames-suffix"],
 )
 def test_bad_input_exits_2_with_one_line(capsys, tmp_path, picture_path, make_input, extra, fragment):
     source = str(make_input(tmp_path)) if make_input else picture_path

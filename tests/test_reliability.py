@@ -313,6 +313,28 @@ def test_out_of_memory_is_reported_and_the_server_recovers(client, picture_path,
     assert "Done" in client.predict(image=handle_file(picture_path), prompt="ink", **FAST, api_name="/stylize")[1]
 
 
+@pytest.mark.parametrize("phase", ["inverting", "guided"])
+def test_closing_a_job_stops_it_within_one_network_pass(tmp_path, picture_path, phase):
+    """Stop (closing the job's updates) acts between two UNet passes, during the inversion too."""
+    worker = Worker("tiny", ["cpu"], limits=Limits(), output_dir=tmp_path)
+    passes: list[int] = []
+    hook = worker.replicas["cpu"].backend.unet.register_forward_hook(lambda *_: passes.append(1))
+    try:
+        updates = worker.run(picture_path, {"prompt": "ink", "size": 64, "steps": 400, "strength": 1.0, "start": "invert"})
+        for update in updates:
+            if update.step >= 3 and update.inverting == (phase == "inverting"):
+                break
+        else:
+            pytest.fail(f"the job ended without a {phase} update")
+        before = len(passes)
+        updates.close()
+        # The pass in flight may finish, and one more may start if Stop lands between two passes.
+        assert len(passes) - before <= 2
+    finally:
+        hook.remove()
+    assert wait_until_idle(worker, 5.0)
+
+
 def test_jobs_over_the_wall_time_limit_stop_with_a_message(tmp_path, picture_path):
     slow = Worker("tiny", ["cpu"], limits=Limits(job_timeout_s=0.5), output_dir=tmp_path)
     with pytest.raises(Exception, match="longer than the 0.5 s limit"):

@@ -87,6 +87,25 @@ def test_progress_callback_sees_every_step(tiny_models, picture):
     assert seen == [(i, 5) for i in range(1, 6)]
 
 
+def test_inversion_reports_every_step_and_can_be_aborted(tiny_models, picture):
+    config = StyleConfig(prompt="ink", size=64, steps=10, strength=0.5, start="invert", **NO_GUIDANCE).validated()
+    seen = []
+    list(stylize(tiny_models, picture, config, on_invert=lambda done, total: seen.append((done, total))))
+    assert seen == [(i, 5) for i in range(1, 6)]
+
+    class Abort(Exception):
+        pass
+
+    def abort(done: int, total: int) -> None:
+        if done == 2:
+            raise Abort
+
+    frames = []
+    with pytest.raises(Abort):
+        frames.extend(stylize(tiny_models, picture, config, on_invert=abort, on_step=lambda *_: frames.append("step")))
+    assert frames == []
+
+
 class ConstantEps(nn.Module):
     """An analytic denoiser whose ε ignores x and t, so DDIM inversion must be exact."""
 

@@ -8,11 +8,17 @@ Models load once at start-up; the page streams frames from a worker that owns th
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
+from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+if os.environ.get("SPACES_ZERO_GPU"):
+    # ZeroGPU patches torch's CUDA entry points when it is imported, so it must come before torch:
+    # then the models load onto "cuda" here and every job runs on the GPU slice that spaces.GPU lends.
+    importlib.import_module("spaces")
 
 from stylizer.config import Limits  # noqa: E402
 from stylizer.errors import ModelLoadError, StylizerError  # noqa: E402
@@ -64,6 +70,20 @@ def create_app(args: argparse.Namespace):
     return demo, worker
 
 
+def launch_options(args: argparse.Namespace, limits: Limits) -> dict[str, Any]:
+    """The ``demo.launch`` arguments that the flags and the server limits decide."""
+    return {
+        "server_name": args.host,
+        "server_port": args.port,
+        "share": args.share,
+        "auth": tuple(args.auth.split(":", 1)) if args.auth else None,
+        # Gradio refuses a larger upload before it reaches the worker, with its own clear message.
+        "max_file_size": limits.max_upload_bytes,
+        "show_error": True,
+        "run_history": False,  # the page has its own reproducible settings; history only grows server memory
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -77,20 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, ModelLoadError):
             print("stylizer: to try the app without any download: python app.py --model tiny (untrained test models)", file=sys.stderr)
         return 2
-    auth = tuple(args.auth.split(":", 1)) if args.auth else None
-    limits = Limits.from_env()
-    demo.launch(
-        server_name=args.host,
-        server_port=args.port,
-        share=args.share,
-        auth=auth,
-        max_file_size=f"{limits.max_upload_mb:g}mb",
-        theme=THEME,
-        css=CSS,
-        show_error=True,
-        run_history=False,  # the page has its own reproducible settings; history only grows server memory
-        prevent_thread_lock=True,
-    )
+    demo.launch(**launch_options(args, Limits.from_env()), theme=THEME, css=CSS, prevent_thread_lock=True)
     if args.share:
         if demo.share_url:
             print(f"Public link (valid for a week): {demo.share_url}", file=sys.stderr, flush=True)

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+from .zerogpu import on_zero_gpu
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ def speedups(device: torch.device, optimize: bool | None = None, dtype: torch.dt
     if dtype is None:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     autocast = None if dtype == torch.float32 else dtype
-    return Speedups(batch_clip=True, autocast=autocast, channels_last=True, compile=True)
+    # ZeroGPU forks a fresh GPU process per job and does not support torch.compile.
+    return Speedups(batch_clip=True, autocast=autocast, channels_last=True, compile=not on_zero_gpu())
 
 
 def resolve(device: torch.device, optimize: bool | Speedups | None) -> Speedups:

@@ -50,6 +50,11 @@ class Limits:
     job_timeout_s: float = 600.0
     output_ttl_s: float = 3600.0
 
+    @property
+    def max_upload_bytes(self) -> int:
+        """``max_upload_mb`` in bytes (MB = 2**20 bytes), as the loader and the web server enforce it."""
+        return int(self.max_upload_mb * 2**20)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Limits":
         """Build limits from ``STYLIZER_*`` variables, falling back to the defaults."""

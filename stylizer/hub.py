@@ -23,10 +23,19 @@ from huggingface_hub.errors import EntryNotFoundError
 HUB_PROBE_TIMEOUT_S = 3.0
 
 
+def offline_requested() -> bool:
+    """True when ``HF_HUB_OFFLINE`` is set to a true value, now or when huggingface_hub was imported."""
+    # huggingface_hub reads the variable once at import; the app may set it later, so read it again.
+    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
 @functools.lru_cache(maxsize=1)
 def hub_online() -> bool:
-    """True when the Hub may be used: not ``HF_HUB_OFFLINE`` and its host answers on port 443."""
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+    """True when the network may be used: not :func:`offline_requested` and the Hub's host answers on port 443.
+
+    One probe decides for the whole process, so an offline start does not wait on a timeout per file.
+    """
+    if offline_requested():
         return False
     host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
     try:
@@ -113,6 +122,6 @@ def offline_reason() -> str:
     """Why the Hub is not used, for error messages (empty when it is online)."""
     if hub_online():
         return ""
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE"):
+    if offline_requested():
         return "HF_HUB_OFFLINE is set and the files are not in the cache"
     return f"the Hugging Face Hub ({constants.ENDPOINT}) cannot be reached and the files are not in the cache ({constants.HF_HUB_CACHE})"

@@ -70,7 +70,7 @@ def load_image(source: ImageSource, limits: Limits | None = None) -> LoadedImage
 
 
 def _read_bytes(source: ImageSource, limits: Limits) -> bytes:
-    cap = int(limits.max_upload_mb * 1024 * 1024)
+    cap = limits.max_upload_bytes
     if isinstance(source, bytes):
         data = source
     else:

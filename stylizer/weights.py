@@ -166,13 +166,20 @@ def clip_checkpoint(tag_cfg: dict) -> str:
 
 
 def vgg_checkpoint() -> Path:
-    """Path of torchvision's VGG16 ImageNet weights in ``TORCH_HOME``, downloaded (hash-checked) if missing."""
+    """Path of torchvision's VGG16 ImageNet weights in ``TORCH_HOME``, downloaded (hash-checked) if missing.
+
+    Raises:
+        ModelLoadError: the file is missing and the network may not be used (``HF_HUB_OFFLINE``) or cannot be reached.
+    """
     weights = VGG16_Weights.IMAGENET1K_V1
     name = Path(weights.url).name
     path = Path(torch.hub.get_dir()) / "checkpoints" / name
     cached = path.is_file()
     if not cached:
         with explained_failures(f"VGG16 {weights} ({name})"):
+            if not hub.hub_online():
+                # torch.hub has no offline mode: without this, HF_HUB_OFFLINE=1 would still reach download.pytorch.org.
+                raise LocalEntryNotFoundError(f"{name} is not in {path.parent}")
             path.parent.mkdir(parents=True, exist_ok=True)
             # torchvision names files <name>-<first 8 hex digits of the SHA-256>.pth
             torch.hub.download_url_to_file(weights.url, str(path), hash_prefix=name.rsplit("-", 1)[-1].split(".")[0], progress=True)

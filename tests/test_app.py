@@ -13,6 +13,7 @@ from gradio_client.exceptions import AppError
 
 import app
 from stylizer.config import Limits
+from stylizer.ui import build_demo
 from stylizer.worker import Worker
 
 from .apphelpers import bomb_png, result_path, serving, wait_until_idle, wait_until_queued
@@ -112,10 +113,28 @@ def test_cancel_stops_the_job_between_steps_and_frees_the_worker(client, worker,
     assert "Done" in ok[1]
 
 
+def test_the_app_refuses_uploads_over_its_cap_and_stays_up(worker, picture_path, tmp_path):
+    """Launched with main()'s own options: the cap is Gradio's, in bytes, and the server survives a refusal."""
+    limits = Limits(max_upload_mb=0.25)
+    options = app.launch_options(app.parse_args(["--host", "127.0.0.1"]), limits)
+    demo = build_demo(worker.run, worker.info, limits)
+    demo.queue(max_size=app.parse_args([]).queue_size)
+    _, url, _ = demo.launch(**{**options, "server_port": None}, prevent_thread_lock=True, quiet=True)
+    try:
+        big = tmp_path / "big.png"
+        big.write_bytes(os.urandom(2**19))
+        other = Client(url, verbose=False)
+        with pytest.raises(ValueError, match="exceeds the maximum file size of 262144 bytes"):
+            other.predict(image=handle_file(str(big)), prompt="ink", size=64, steps=2, api_name="/stylize")
+        assert "Done" in other.predict(image=handle_file(picture_path), prompt="ink", size=64, steps=2, api_name="/stylize")[1]
+    finally:
+        demo.close()
+
+
 def test_app_help_lists_the_flags():
     proc = subprocess.run([sys.executable, "app.py", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0
-    for flag in ("--model", "--device", "--port", "--host", "--share", "--auth"):
+    for flag in ("--model", "--clip", "--device", "--port", "--host", "--share", "--auth", "--queue-size"):
         assert flag in proc.stdout
 
 
@@ -124,6 +143,13 @@ def test_environment_variables_override_the_defaults(monkeypatch):
     monkeypatch.setenv("STYLIZER_DEVICES", "cpu")
     monkeypatch.setenv("STYLIZER_AUTH", "ada:lovelace")
     monkeypatch.setenv("GRADIO_SERVER_PORT", "7999")
+    monkeypatch.setenv("STYLIZER_SHARE", "1")
+    monkeypatch.setenv("STYLIZER_CLIP", "ViT-B-16")
+    monkeypatch.setenv("STYLIZER_QUEUE_SIZE", "5")
     args = app.parse_args([])
     assert (args.model, args.device, args.auth, args.port) == ("tiny", ["cpu"], "ada:lovelace", 7999)
+    assert (args.share, args.clip, args.queue_size) == (True, "ViT-B-16", 5)
+    options = app.launch_options(args, Limits(max_upload_mb=2.5))
+    assert options["auth"] == ("ada", "lovelace") and options["share"] is True and options["server_port"] == 7999
+    assert options["max_file_size"] == int(2.5 * 2**20)  # bytes: Gradio refuses fractional "2.5mb"
     assert app.parse_args(["--model", "church-256"]).model == "church-256"

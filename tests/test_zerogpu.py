@@ -1,12 +1,27 @@
 """The ZeroGPU path: off Spaces nothing changes; with SPACES_ZERO_GPU the run goes through spaces.GPU."""
 
+import os
+import pickle
+import subprocess
 import sys
 import types
+from pathlib import Path
 
 from PIL import Image
 
 from stylizer import zerogpu
 from stylizer.jobs import JobUpdate
+from stylizer.worker import Worker
+
+ROOT = Path(__file__).resolve().parents[1]
+# A stand-in for the `spaces` package that fails as the real one does when torch came first.
+SPACES_STUB = """
+import sys
+if "torch" in sys.modules:
+    raise RuntimeError("CUDA has been initialized before importing the `spaces` package")
+def GPU(duration=None):
+    return lambda fn: fn
+"""
 
 
 class FakeWorker:
@@ -39,7 +54,6 @@ def test_on_zero_gpu_the_run_is_wrapped_with_a_duration_from_the_settings(monkey
     run = zerogpu.gpu_run_fn(FakeWorker())
     updates = list(run("image.png", {"prompt": "ink", "steps": 40}))
     assert [u.step for u in updates] == [1, 2]
-    assert all(isinstance(u.image, Image.Image) for u in updates)  # CPU PIL images cross the process boundary
     assert calls and calls[0] >= zerogpu.OVERHEAD_S
 
 
@@ -55,3 +69,34 @@ def test_duration_grows_with_steps_size_and_full_mode():
 def test_duration_of_malformed_settings_is_short_and_never_raises():
     for bad in ({"steps": "many"}, {"size": None}, {"strength": float("nan")}):
         assert zerogpu.estimate_duration(None, {"prompt": "ink", **bad}) == zerogpu.OVERHEAD_S
+
+
+def test_on_zero_gpu_the_app_imports_spaces_before_torch(tmp_path):
+    (tmp_path / "spaces").mkdir()
+    (tmp_path / "spaces" / "__init__.py").write_text(SPACES_STUB)
+    env = {**os.environ, "SPACES_ZERO_GPU": "true", "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    code = "import sys, app; assert 'spaces' in sys.modules and 'torch' in sys.modules"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_real_jobs_updates_survive_the_trip_back_from_the_gpu_process(tmp_path, picture_path):
+    """ZeroGPU pickles every yielded update in the forked GPU process; nothing in them may be a tensor or unpicklable."""
+    worker = Worker("tiny", ["cpu"], output_dir=tmp_path)
+    updates = list(worker.run(picture_path, {"prompt": "ink", "size": 64, "steps": 6, "preview_every": 2}))
+    copies = pickle.loads(pickle.dumps(updates))
+    assert [u.step for u in copies] == [u.step for u in updates]
+    assert copies[-1].result is not None and copies[-1].result.png_path == updates[-1].result.png_path
+    assert copies[-1].image.tobytes() == updates[-1].image.tobytes()
+
+
+def test_zero_gpu_never_compiles(monkeypatch):
+    import torch
+
+    from stylizer.accel import speedups
+
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    assert speedups(torch.device("cuda"), True, torch.bfloat16).compile
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    on_spaces = speedups(torch.device("cuda"), True, torch.bfloat16)
+    assert not on_spaces.compile and on_spaces.autocast == torch.bfloat16

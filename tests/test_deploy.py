@@ -6,6 +6,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,12 +37,30 @@ def front_matter() -> dict:
     return yaml.safe_load(match.group(1))
 
 
-def requirement(name: str) -> Requirement:
+def requirement(name: str, python_version: str | None = None) -> Requirement:
+    """The line of requirements.txt for ``name`` that pip would use on ``python_version`` (default: this Python)."""
+    environment = {"python_version": python_version} if python_version else None
     for line in (ROOT / "requirements.txt").read_text().splitlines():
         line = line.split("#", 1)[0].strip()
-        if line and Requirement(line).name.replace("_", "-").lower() == name:
-            return Requirement(line)
-    raise AssertionError(f"{name} is not in requirements.txt")
+        if not line:
+            continue
+        parsed = Requirement(line)
+        applies = parsed.marker is None or parsed.marker.evaluate(environment)
+        if applies and parsed.name.replace("_", "-").lower() == name:
+            return parsed
+    raise AssertionError(f"{name} is not in requirements.txt for Python {python_version or 'here'}")
+
+
+def test_a_zero_gpu_space_installs_a_torch_it_supports():
+    """ZeroGPU supports torch 2.8-2.11; the Space's Python (front matter) selects those pins."""
+    space_python = str(front_matter()["python_version"])
+    assert space_python in ("3.10", "3.12"), "ZeroGPU supports Python 3.10 and 3.12"
+    torch_pin = requirement("torch", space_python).specifier
+    assert torch_pin.contains("2.11.0") and torch_pin.contains("2.8.0")
+    assert not torch_pin.contains("2.12.0") and not torch_pin.contains("2.7.1")
+    vision_pin = requirement("torchvision", space_python).specifier
+    assert vision_pin.contains("0.26.0") and not vision_pin.contains("0.27.0")
+    assert requirement("torch").specifier.contains("2.14.1") or sys.version_info < (3, 11)
 
 
 def test_readme_front_matter_is_a_valid_spaces_config():

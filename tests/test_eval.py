@@ -4,16 +4,22 @@ import csv
 import json
 import math
 import re
+import sys
+import types
 from pathlib import Path
+from typing import Callable
 from urllib.parse import unquote
 
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from stylizer.eval import Grid, Judge, metrics, run_grid, sweep_settings, write_report
+from stylizer.eval import judge as judge_module
 from stylizer.eval.cli import main
 from stylizer.eval.dataset import DEFAULT_IMAGES, find_images, read_prompts
+from stylizer.models import TINY_CLIP_ARCH, build_clip
 
 SMALL = {"size": 64, "steps": 10, "strength": 0.7}
 SCORES = ("clip_score", "directional_similarity", "patch_clip_score", "ssim", "vgg_feature_distance", "seconds")
@@ -30,6 +36,12 @@ def meta_for(models, judge):
             "judge_clip": judge.clip.name, "device": str(models.device), "base": SMALL, "created": "now"}
 
 
+def linked_files(out: Path) -> set[str]:
+    """The files the report page shows, as paths relative to the report folder."""
+    page = (out / "index.html").read_text(encoding="utf-8")
+    return {unquote(src) for src in re.findall(r'src="([^"]+)"', page)}
+
+
 def assert_complete_report(out: Path, runs: int) -> None:
     """Every report file exists; each table has one finite row per run; the page shows every image."""
     for name in ("index.html", "metrics.json", "metrics.csv", "style_vs_content.png"):
@@ -42,8 +54,7 @@ def assert_complete_report(out: Path, runs: int) -> None:
     for row, csv_row in zip(rows, csv_rows):
         assert all(math.isfinite(row[m]) and math.isfinite(float(csv_row[m])) for m in SCORES)
         assert {"image", "prompt", "setting", "w_content", "steps", "output", "content"} <= set(csv_row)
-    page = (out / "index.html").read_text(encoding="utf-8")
-    linked = {unquote(src) for src in re.findall(r'src="([^"]+)"', page)}
+    linked = linked_files(out)
     for row in rows:
         for key in ("output", "content"):
             assert row[key] in linked
@@ -59,20 +70,157 @@ def test_runner_in_process_writes_a_complete_report(tiny_models, judge, tmp_path
     assert {(r["image"], r["prompt"]) for r in rows} == {(i.name, p) for i in find_images()[:2] for p in read_prompts()[:2]}
 
 
+def read_report(out: Path) -> dict:
+    """metrics.json of a report folder."""
+    return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+
+
 def test_command_line_writes_a_complete_report(tmp_path, capsys):
     out = tmp_path / "rep"
     assert main([*TINY_ARGS, "--limit", "2", "--set", "strength=0.7", "--metric-clip", "tiny", "--out", str(out)]) == 0
-    assert capsys.readouterr().out.strip() == str(out / "index.html")
+    streams = capsys.readouterr()
+    assert streams.out.strip() == str(out / "index.html")
     assert_complete_report(out, runs=4)
+    # Random weights never try LPIPS: noted in the report, but no warning about it.
+    assert read_report(out)["lpips_skipped"] == {"note": judge_module.LPIPS_NOT_TRIED, "failure": False}
+    assert judge_module.LPIPS_NOT_TRIED in (out / "index.html").read_text(encoding="utf-8")
+    assert "LPIPS" not in streams.err
 
 
-def test_raising_the_content_weight_lowers_the_content_distance(tiny_models, judge, tmp_path):
-    """The slider-response check: w_content 0 vs 10000 keeps more of the content image."""
-    grid = Grid(find_images()[:1], ["drawing with black ink"], sweep_settings(["w_content=0,10000"]), SMALL)
-    weak, strong = run_grid(tiny_models, judge, grid, tmp_path)
-    assert (weak["w_content"], strong["w_content"]) == (0.0, 10000.0)
-    assert strong["vgg_feature_distance"] < 0.8 * weak["vgg_feature_distance"]
-    assert strong["ssim"] > weak["ssim"]
+def test_command_line_sweep_draws_and_links_the_sweep_chart(tmp_path):
+    out = tmp_path / "rep"
+    sweep = ["--sweep", "w_content=0,200,10000"]
+    assert main([*TINY_ARGS, "--limit", "1", "--set", "strength=0.7", *sweep, "--out", str(out)]) == 0
+    assert_complete_report(out, runs=3)
+    rows = read_report(out)["rows"]
+    assert [(r["setting"], r["sweep"], r["w_content"]) for r in rows] == [
+        ("w_content=0", "w_content", 0.0), ("w_content=200", "w_content", 200.0), ("w_content=10000", "w_content", 10000.0)]
+    chart = out / "sweep_w_content.png"
+    with Image.open(chart) as image:
+        assert image.format == "PNG"
+        image.verify()
+    with Image.open(chart) as image:
+        darkest, lightest = image.convert("L").getextrema()
+    assert lightest - darkest > 100  # something is drawn on the white figure
+    assert {"sweep_w_content.png", "style_vs_content.png"} <= linked_files(out)
+
+
+def strictly_increasing(values: list[float]) -> bool:
+    """Each value above the one before."""
+    return all(a < b for a, b in zip(values, values[1:]))
+
+
+def test_each_step_up_in_content_weight_keeps_more_of_the_content(tiny_models, judge, tmp_path):
+    """The slider-response check over four weights: SSIM to the content rises at every step.
+
+    SSIM is the per-step measure because it stays monotonic over images and seeds on the
+    tiny preset. The VGG feature distance is checked end to end only: it compares
+    channel-normalised features of a random VGG, which the content loss (a plain feature
+    MSE) does not minimise directly, so between neighbouring weights it can wobble.
+    """
+    weights = [0.0, 1000.0, 3000.0, 10000.0]
+    sweep = sweep_settings([f"w_content={','.join(f'{w:g}' for w in weights)}"])
+    grid = Grid(find_images()[:1], ["drawing with black ink"], sweep, SMALL)
+    rows = list(run_grid(tiny_models, judge, grid, tmp_path))
+    assert [r["w_content"] for r in rows] == weights
+    ssim = [r["ssim"] for r in rows]
+    assert strictly_increasing(ssim), ssim
+    assert rows[-1]["vgg_feature_distance"] < 0.8 * rows[0]["vgg_feature_distance"]
+
+
+def fake_lpips(score) -> types.ModuleType:
+    """A stand-in ``lpips`` package whose LPIPS model returns ``score(a, b)``."""
+
+    class LPIPS(torch.nn.Module):
+        def __init__(self, net: str, verbose: bool) -> None:
+            super().__init__()
+
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return score(a, b)
+
+    module = types.ModuleType("lpips")
+    module.LPIPS = LPIPS
+    return module
+
+
+def mean_abs_difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """A known score: the mean absolute difference per image, shaped like LPIPS's output."""
+    return (a - b).abs().mean(dim=(1, 2, 3), keepdim=True)
+
+
+def fails(error: Exception) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A score function that raises ``error``."""
+
+    def score(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        raise error
+
+    return score
+
+
+def test_a_working_lpips_package_is_measured_on_images_in_minus_one_to_one(tiny_models, monkeypatch):
+    monkeypatch.setitem(sys.modules, "lpips", fake_lpips(mean_abs_difference))
+    lpips, skipped = judge_module.try_lpips(tiny_models.device)
+    assert skipped is None
+    judge = Judge(tiny_models.clip, tiny_models.vgg, lpips)
+    black, white = torch.zeros(1, 3, 32, 32), torch.ones(1, 3, 32, 32)
+    scores = judge.measure(black, white, "fire", "a photo")
+    assert judge.metric_names[-1] == "lpips_vgg"
+    assert scores["lpips_vgg"] == pytest.approx(2.0)  # black to white is -1 to 1
+
+
+@pytest.mark.parametrize(
+    "module, note, failure",
+    [
+        (None, judge_module.LPIPS_NOT_INSTALLED, False),  # None in sys.modules: `import lpips` finds no module
+        (fake_lpips(fails(OSError("no VGG\nweights"))), "failed: OSError: no VGG weights", True),
+        # A missing dependency of an installed package is a broken install, not an absent one.
+        (fake_lpips(fails(ModuleNotFoundError("no torchvision", name="torchvision"))), "failed: ModuleNotFoundError", True),
+    ],
+)
+def test_lpips_that_cannot_run_is_skipped_with_the_reason(module, note, failure, monkeypatch):
+    monkeypatch.setitem(sys.modules, "lpips", module)
+    lpips, skipped = judge_module.try_lpips(torch.device("cpu"))
+    assert lpips is None
+    assert skipped.note.startswith("LPIPS skipped: ") and note in skipped.note and "\n" not in skipped.note
+    assert skipped.failure is failure
+
+
+def test_a_broken_lpips_package_is_reported_on_stderr_and_in_the_report(tiny_models, monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "lpips", fake_lpips(fails(OSError("no VGG weights"))))
+    broken = Judge(tiny_models.clip, tiny_models.vgg, *judge_module.try_lpips(tiny_models.device))
+    # The tiny preset never tries LPIPS, so hand the command a judge that did.
+    monkeypatch.setattr(Judge, "for_models", lambda *args: broken)
+    out = tmp_path / "rep"
+    assert main([*TINY_ARGS, "--limit", "1", "--out", str(out)]) == 0
+    note = "LPIPS skipped: the lpips package failed: OSError: no VGG weights"
+    assert f"python -m stylizer.eval: warning: {note}\n" in capsys.readouterr().err
+    assert read_report(out)["lpips_skipped"] == {"note": note, "failure": True}
+    assert f'<p class="warn">{note}</p>' in (out / "index.html").read_text(encoding="utf-8")
+
+
+def test_metric_clip_reaches_the_judge_and_metrics_json(tiny_models, monkeypatch, tmp_path):
+    """No judge weights exist offline, so the loader hands back a tiny CLIP labelled as the one asked for."""
+    stand_in = build_clip(TINY_CLIP_ARCH, label="ViT-L-14 (stand-in)")
+    requested, encoded = [], []
+    encode_text = stand_in.encode_text
+
+    def load_clip(name: str, device: torch.device):
+        requested.append((name, device))
+        return stand_in
+
+    def spy(text: str) -> torch.Tensor:
+        encoded.append(text)
+        return encode_text(text)
+
+    monkeypatch.setattr(judge_module, "load_clip", load_clip)
+    monkeypatch.setattr(stand_in, "encode_text", spy)
+    out = tmp_path / "rep"
+    assert main([*TINY_ARGS, "--limit", "1", "--metric-clip", "ViT-L-14", "--out", str(out)]) == 0
+    assert requested == [("ViT-L-14", tiny_models.device)]
+    report = read_report(out)
+    assert (report["guide_clip"], report["judge_clip"]) == (tiny_models.clip.name, "ViT-L-14 (stand-in)")
+    assert report["rows"][0]["prompt"] in encoded  # the scores came from the judge CLIP, not the guide's
+    assert "judge CLIP <b>ViT-L-14 (stand-in)</b>" in (out / "index.html").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize(

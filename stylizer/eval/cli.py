@@ -8,6 +8,7 @@ exits with 1, also on one line unless ``STYLIZER_DEBUG=1`` asks for the tracebac
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -94,6 +95,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if models.untrained:
         print(f"{PROG}: warning: {models.name!r} has random weights; its scores test the harness only", file=sys.stderr)
     judge = Judge.for_models(models, args.metric_clip)
+    skipped = judge.lpips_skipped
+    if skipped and skipped.failure:
+        print(f"{PROG}: warning: {skipped.note}", file=sys.stderr)
     rows = []
     with tqdm(total=len(grid), desc="evaluating", unit="image", file=sys.stderr) as bar:
         for row in run_grid(models, judge, grid, out):
@@ -105,6 +109,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         "untrained": models.untrained,
         "guide_clip": models.clip.name,
         "judge_clip": judge.clip.name,
+        "lpips_skipped": dataclasses.asdict(skipped) if skipped else None,
         "device": str(models.device),
         "base": base,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

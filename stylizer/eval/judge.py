@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -27,6 +28,21 @@ LPIPS = "lpips_vgg"
 VGG_DISTANCE = "vgg_feature_distance"
 
 Lpips = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LPIPS_NOT_INSTALLED = "LPIPS skipped: the lpips package is not installed (pip install lpips)"
+LPIPS_NOT_TRIED = "LPIPS skipped: not tried for random-weight models"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An optional metric left out of the report, and why.
+
+    Attributes:
+        note: one line naming the metric and the reason, for stderr, metrics.json and the page.
+        failure: an installed component broke (worth a warning), rather than an expected absence.
+    """
+
+    note: str
+    failure: bool = False
 
 
 class Judge:
@@ -36,13 +52,16 @@ class Judge:
         clip: the judging CLIP (the guide's, or another one so that the judge differs from the guide).
         vgg: the content VGG16 whose features :data:`VGG_DISTANCE` compares.
         lpips: an LPIPS(VGG) model taking two images in [-1, 1], or ``None``.
+        lpips_skipped: why ``lpips`` is ``None``, for the report.
         seed: seeds the patch crops.
     """
 
-    def __init__(self, clip: ClipEncoder, vgg: VggEncoder, lpips: Lpips | None = None, seed: int = PATCH_SEED) -> None:
+    def __init__(self, clip: ClipEncoder, vgg: VggEncoder, lpips: Lpips | None = None,
+                 lpips_skipped: Skipped | None = None, seed: int = PATCH_SEED) -> None:
         self.clip = clip
         self.vgg = vgg
         self.lpips = lpips
+        self.lpips_skipped = lpips_skipped
         self.seed = seed
 
     @classmethod
@@ -50,15 +69,16 @@ class Judge:
         """A judge on ``models``' device: their CLIP unless ``metric_clip`` names another, their VGG.
 
         LPIPS is tried only for trained models: the ``tiny`` preset's judge is random anyway,
-        and LPIPS would try to download VGG weights.
+        and LPIPS would try to download VGG weights. Either way :attr:`lpips_skipped` says
+        why LPIPS is missing.
 
         Args:
             models: the loaded guide models.
             metric_clip: a key of :data:`stylizer.models.CLIP_MODELS`, or ``None`` for the guide's CLIP.
         """
         clip = models.clip if metric_clip is None else load_clip(metric_clip, models.device)
-        lpips = None if models.untrained else load_lpips(models.device)
-        return cls(clip, models.vgg, lpips)
+        lpips, skipped = (None, Skipped(LPIPS_NOT_TRIED)) if models.untrained else try_lpips(models.device)
+        return cls(clip, models.vgg, lpips, skipped)
 
     @property
     def metric_names(self) -> list[str]:
@@ -95,14 +115,28 @@ class Judge:
         return {name: float(value.mean()) for name, value in values.items()}
 
 
-def load_lpips(device: torch.device) -> Lpips | None:
-    """LPIPS(VGG) from the ``lpips`` package if it is installed and its weights load and run; else ``None``."""
+def try_lpips(device: torch.device) -> tuple[Lpips | None, Skipped | None]:
+    """LPIPS(VGG) and ``None``, or ``None`` and why it is skipped: not installed (expected) or failing (a failure)."""
     try:
-        import lpips
+        return load_lpips(device), None
+    except Exception as exc:
+        # Not raised: LPIPS is optional and vgg_feature_distance stands in. But a broken
+        # install or missing VGG weights must show in the report rather than vanish.
+        if isinstance(exc, ModuleNotFoundError) and exc.name == "lpips":
+            return None, Skipped(LPIPS_NOT_INSTALLED)
+        message = " ".join(str(exc).split())  # one line on stderr, whatever the library wrote
+        return None, Skipped(f"LPIPS skipped: the lpips package failed: {type(exc).__name__}: {message}", failure=True)
 
-        model = lpips.LPIPS(net="vgg", verbose=False).to(device).eval().requires_grad_(False)
-        probe = torch.zeros(1, 3, 32, 32, device=device)
-        model(probe, probe)
-    except Exception:  # not installed, no cached VGG weights, or a broken install: use vgg_feature_distance alone
-        return None
+
+def load_lpips(device: torch.device) -> Lpips:
+    """LPIPS(VGG) from the ``lpips`` package, checked by scoring a probe pair.
+
+    Raises:
+        ModuleNotFoundError: naming ``lpips``, the package is not installed; anything else: it is broken or its weights fail.
+    """
+    import lpips
+
+    model = lpips.LPIPS(net="vgg", verbose=False).to(device).eval().requires_grad_(False)
+    probe = torch.zeros(1, 3, 32, 32, device=device)
+    model(probe, probe)
     return model

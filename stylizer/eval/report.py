@@ -19,7 +19,7 @@ def write_report(rows: Sequence[Row], meta: Mapping[str, Any], metrics: Sequence
 
     Args:
         rows: one per job, from :func:`stylizer.eval.runner.run_grid`.
-        meta: run facts (model, guide_clip, judge_clip, device, untrained, base, created, ...);
+        meta: run facts (model, guide_clip, judge_clip, lpips_skipped, device, untrained, base, created, ...);
             stored in metrics.json and shown at the top of the page.
         metrics: metric columns in display order, seconds included.
         out_dir: the report folder.

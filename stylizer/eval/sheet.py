@@ -61,7 +61,8 @@ def render(rows: Sequence[Row], meta: Mapping[str, Any], metrics: Sequence[str],
 
     Args:
         rows: report rows (see :func:`stylizer.eval.runner.run_grid`).
-        meta: run facts: model, guide and judge CLIP, device, untrained flag, base settings.
+        meta: run facts: model, guide and judge CLIP, device, untrained flag, base settings,
+            and optionally ``lpips_skipped`` (a :class:`stylizer.eval.judge.Skipped` as a dict).
         metrics: the metric columns, seconds included, in display order.
         charts: chart file names relative to the page.
     """
@@ -78,6 +79,9 @@ def render(rows: Sequence[Row], meta: Mapping[str, Any], metrics: Sequence[str],
     ]
     if meta.get("untrained"):
         parts.append(f'<p class="warn"><b>{e(str(meta["model"]))}</b> has random weights: these numbers test the harness, not the method.</p>')
+    skipped = meta.get("lpips_skipped")
+    if skipped:
+        parts.append(f'<p class="{"warn" if skipped["failure"] else "meta"}">{e(skipped["note"])}</p>')
     parts += [
         f'<p class="meta">settings for every job: <code>{e(base)}</code>; the rest at StyleConfig\'s defaults</p>',
         "<h2>Summary</h2>",

@@ -84,6 +84,15 @@ def launch_options(args: argparse.Namespace, limits: Limits) -> dict[str, Any]:
     }
 
 
+def share_message(share_url: str | None, local_url: str, on_spaces: bool) -> str:
+    """What ``--share`` led to, in one line for the log."""
+    if share_url:
+        return f"Public link (valid for a week): {share_url}"
+    if on_spaces:
+        return "Share links are not used on Hugging Face Spaces: the Space's own address is the public link"
+    return f"Could not create a public share link (Gradio's share servers cannot be reached); serving locally only at {local_url}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -99,11 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     demo.launch(**launch_options(args, Limits.from_env()), theme=THEME, css=CSS, prevent_thread_lock=True)
     if args.share:
-        if demo.share_url:
-            print(f"Public link (valid for a week): {demo.share_url}", file=sys.stderr, flush=True)
-        else:
-            print(f"Could not create a public share link (Gradio's share servers cannot be reached); "
-                  f"serving locally only at {demo.local_url}", file=sys.stderr, flush=True)
+        print(share_message(demo.share_url, demo.local_url, on_spaces=bool(os.environ.get("SPACE_ID"))), file=sys.stderr, flush=True)
     demo.block_thread()
     return 0
 

@@ -131,6 +131,13 @@ def test_the_app_refuses_uploads_over_its_cap_and_stays_up(worker, picture_path,
         demo.close()
 
 
+def test_the_share_message_says_why_there_is_no_link():
+    assert "https://abc.gradio.live" in app.share_message("https://abc.gradio.live", "http://127.0.0.1:7860", on_spaces=False)
+    assert "not used on Hugging Face Spaces" in app.share_message(None, "http://127.0.0.1:7860", on_spaces=True)
+    offline = app.share_message(None, "http://127.0.0.1:7860", on_spaces=False)
+    assert "cannot be reached" in offline and "http://127.0.0.1:7860" in offline
+
+
 def test_app_help_lists_the_flags():
     proc = subprocess.run([sys.executable, "app.py", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0

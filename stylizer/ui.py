@@ -31,6 +31,10 @@ THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate")
 CSS = """
 .stylizer-banner {border-left: 4px solid #d97706; padding: 0.4em 0.8em; background: #fffbeb; color: #78350f;}
 .stylizer-status {min-height: 2.6em; font-variant-numeric: tabular-nums;}
+.stylizer-status progress {appearance: none; width: 100%; height: 0.5em; border: none; border-radius: 4px; background: #e0e7ff;}
+.stylizer-status progress::-webkit-progress-bar {background: #e0e7ff; border-radius: 4px;}
+.stylizer-status progress::-webkit-progress-value {background: #4f46e5; border-radius: 4px;}
+.stylizer-status progress::-moz-progress-bar {background: #4f46e5; border-radius: 4px;}
 #result img {width: 100%; height: 100%; object-fit: contain;}
 footer {display: none !important;}
 """
@@ -142,8 +146,8 @@ def build_demo(run_fn: RunFn, info: ModelInfo, limits: Limits | None = None) -> 
                 with gr.Row():
                     trajectory = gr.Image(label="Denoising trajectory", type="filepath", interactive=False, visible=False, height=200)
                     downloads = gr.File(elem_id="downloads", label="Downloads (PNG, GIF)", file_count="multiple", interactive=False, visible=False)
-                settings_box = gr.Code(elem_id="settings", label="Settings (copy to share; paste and Apply to restore)", language="json", interactive=True, lines=4)
-                apply_button = gr.Button("Apply settings", size="sm")
+                settings_box = gr.Code(elem_id="settings", label="Settings (copy to share; paste and press Apply & stylize to re-run)", language="json", interactive=True, lines=4)
+                apply_button = gr.Button("Apply & stylize", size="sm")
         examples = _examples()
         if examples:
             gr.Examples(examples, inputs=[image, widgets["prompt"], widgets["reference"]], label="Examples")
@@ -162,21 +166,23 @@ def build_demo(run_fn: RunFn, info: ModelInfo, limits: Limits | None = None) -> 
             settings = _settings_from_widgets(values, randomize_seed)
             yield from _stream(run_fn, image, settings, progress)
 
-        run_event = run_button.click(
-            stylize, inputs, outputs, api_name="stylize", concurrency_limit=len(info.devices), concurrency_id="gpu",
-            show_progress="minimal",
-        )
-        # The message follows the cancellation, so a step already in flight cannot overwrite it.
-        stop_button.click(fn=None, cancels=[run_event]).then(_stopped, None, [status], queue=False, api_visibility="private")
+        gpu = dict(concurrency_limit=len(info.devices), concurrency_id="gpu", show_progress="minimal")
+        run_event = run_button.click(stylize, inputs, outputs, api_name="stylize", **gpu)
         knob_widgets = [widgets[name] for name in KNOBS]
 
         def apply_settings(text: str):
-            return _apply_settings(text, limits)
+            # The settings' own seed, not a new random one: the point is to get the same picture again.
+            return [*_apply_settings(text, limits), False]
 
         def settings_from_url(request: gr.Request):
             return _settings_from_url(request, limits)
 
-        apply_button.click(apply_settings, [settings_box], knob_widgets, api_visibility="private")
+        # One click reproduces a run: restore every knob, then stylize the current picture with them.
+        rerun_event = apply_button.click(apply_settings, [settings_box], [*knob_widgets, randomize], api_visibility="private").success(
+            stylize, inputs, outputs, api_visibility="private", **gpu
+        )
+        # The message follows the cancellation, so a step already in flight cannot overwrite it.
+        stop_button.click(fn=None, cancels=[run_event, rerun_event]).then(_stopped, None, [status], queue=False, api_visibility="private")
         demo.load(settings_from_url, None, knob_widgets, api_visibility="private")
     return demo
 
@@ -196,11 +202,12 @@ def _stream(run_fn: RunFn, image: Any, settings: dict[str, Any], progress: gr.Pr
                 continue
             if update.inverting:
                 progress((update.step, update.total), desc="Inverting", unit="steps")
-                yield skip, f"**Inverting the picture (DDIM)** {update.step} / {update.total}", skip, skip, skip, skip, used_seed
+                text = f"**Inverting the picture (DDIM)** {update.step} / {update.total}{_bar(update.step, update.total)}"
+                yield skip, text, skip, skip, skip, skip, used_seed
                 continue
             progress((update.step, update.total), desc="Stylizing", unit="steps")
             if update.result is None:
-                text = f"**Step {update.step} / {update.total}**{_losses_text(update.losses)}"
+                text = f"**Step {update.step} / {update.total}**{_losses_text(update.losses)}{_bar(update.step, update.total)}"
                 yield (update.image if update.image is not None else skip), text, skip, skip, skip, skip, used_seed
                 continue
             done = update.result
@@ -274,6 +281,11 @@ def _apply_settings(text: str, limits: Limits):
 def _slider(name: str, defaults: StyleConfig, limits: Limits, step: float | None = None, interactive: bool = True) -> gr.Slider:
     lo, hi = field_range(name, limits)
     return gr.Slider(lo, hi, value=getattr(defaults, name), step=step, label=LABELS[name], interactive=interactive)
+
+
+def _bar(done: int, total: int) -> str:
+    """A progress bar under the status line (Gradio's own shows only until the first streamed frame)."""
+    return f'\n\n<progress value="{done}" max="{max(total, 1)}"></progress>'
 
 
 def _losses_text(losses: dict[str, float]) -> str:

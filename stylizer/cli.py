@@ -140,7 +140,7 @@ def _stylize(args: argparse.Namespace) -> int:
             "output": str(output),
             "model": models.name,
             "device": str(models.device),
-            "settings": config.to_dict(),
+            "settings": {**config.to_dict(), "clip": models.clip.name},
             "losses": result.losses,
             "seconds": round(seconds, 3),
         }

@@ -1,11 +1,12 @@
 """Thin wrappers that turn CLIP and VGG16 into differentiable feature extractors.
 
 They own preprocessing (resize, normalisation) so that the losses see plain
-[0, 1] images, and they cache text embeddings per prompt.
+[0, 1] images, and they cache the most recent prompts' text embeddings.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Callable
 
 import torch
@@ -16,6 +17,10 @@ from .accel import EAGER, Speedups
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Text embeddings kept per encoder, least recently used dropped first: a long-running app sees
+# an unbounded stream of prompts, and a job only ever needs its own prompt and reference.
+TEXT_CACHE_SIZE = 256
 
 # A subset of the ImageNet prompt templates CLIPstyler averages over.
 TEXT_TEMPLATES = (
@@ -83,7 +88,7 @@ class ClipEncoder(nn.Module):
         self.context_length = getattr(model, "context_length", 77)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-        self._text_cache: dict[str, torch.Tensor] = {}
+        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     def fit(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) resized to the model's input side (unchanged when already that size)."""
@@ -99,13 +104,21 @@ class ClipEncoder(nn.Module):
 
     @torch.no_grad()
     def encode_text(self, text: str) -> torch.Tensor:
-        """(D,) unit embedding of ``text`` averaged over :data:`TEXT_TEMPLATES`; cached per text."""
-        if text not in self._text_cache:
-            device = self.mean.device
-            tokens = self.tokenizer([t.format(text) for t in TEXT_TEMPLATES]).to(device)
-            embeds = F.normalize(self.model.encode_text(tokens).float(), dim=-1).mean(dim=0)
-            self._text_cache[text] = F.normalize(embeds, dim=-1)
-        return self._text_cache[text]
+        """(D,) unit embedding of ``text`` averaged over :data:`TEXT_TEMPLATES`.
+
+        The :data:`TEXT_CACHE_SIZE` most recently used texts' embeddings are cached.
+        """
+        embed = self._text_cache.get(text)
+        if embed is not None:
+            self._text_cache.move_to_end(text)
+            return embed
+        tokens = self.tokenizer([t.format(text) for t in TEXT_TEMPLATES]).to(self.mean.device)
+        per_template = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+        embed = F.normalize(per_template.mean(dim=0), dim=-1)
+        self._text_cache[text] = embed
+        if len(self._text_cache) > TEXT_CACHE_SIZE:
+            self._text_cache.popitem(last=False)
+        return embed
 
     def text_direction(self, prompt: str, reference: str) -> torch.Tensor:
         """ΔT: the unit direction from the reference text to the style prompt."""

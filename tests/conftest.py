@@ -26,6 +26,25 @@ def tiny_models():
     return load_models("tiny", "cpu")
 
 
+def swapped_primaries_profile() -> bytes:
+    """A valid ICC profile that is sRGB with its red and blue primaries swapped.
+
+    Pixels tagged with it change visibly (red reads as blue) when converted to sRGB, so a
+    test can tell whether the profile was applied; an sRGB profile would be a no-op.
+    """
+    import struct
+
+    from PIL import ImageCms
+
+    data = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    (count,) = struct.unpack_from(">I", data, 128)
+    entries = {struct.unpack_from(">4s", data, 132 + 12 * i)[0]: 132 + 12 * i for i in range(count)}
+    red, blue = entries[b"rXYZ"], entries[b"bXYZ"]
+    # Swap where the two primaries' tags point; the tag signatures stay in place.
+    data[red + 4 : red + 12], data[blue + 4 : blue + 12] = data[blue + 4 : blue + 12], data[red + 4 : red + 12]
+    return bytes(data)
+
+
 def make_image(width: int = 80, height: int = 60, seed: int = 0) -> Image.Image:
     """A smooth, structured RGB test picture (gradients plus a disc)."""
     rng = np.random.RandomState(seed)

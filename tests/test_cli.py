@@ -6,15 +6,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from stylizer.cli import main
+from stylizer.images import to_pil
+from stylizer.objective import StyleObjective
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_cli_end_to_end_with_json_and_frames(tmp_path, picture_path):
+def test_cli_end_to_end_with_json_and_frames(tmp_path, picture_path, tiny_models):
     out, gif = tmp_path / "out.png", tmp_path / "frames.gif"
     proc = subprocess.run(
         [sys.executable, "-m", "stylizer", picture_path, "-p", "drawing with black ink", "-o", str(out),
@@ -25,12 +28,35 @@ def test_cli_end_to_end_with_json_and_frames(tmp_path, picture_path):
     report = json.loads(proc.stdout)
     assert report["output"] == str(out)
     assert report["settings"]["prompt"] == "drawing with black ink" and report["settings"]["seed"] == 3
+    assert report["settings"]["clip"] == tiny_models.clip.name
     assert set(report["losses"]) == {"dir", "patch", "content", "tv"}
     assert "random weights" in proc.stderr and "Traceback" not in proc.stderr
     with Image.open(out) as img:
         assert img.size == (64, 48)
     with Image.open(gif) as anim:
         assert anim.n_frames == 3  # 6 steps, a frame every 2
+
+
+def test_json_losses_are_measured_on_the_saved_image(monkeypatch, capsys, tmp_path, picture_path):
+    """The reported losses are the objective's measurement of the very image written to --output."""
+    measured = []
+    measure = StyleObjective.measure
+
+    def recording_measure(self, image):
+        losses = measure(self, image)
+        measured.append((image, losses))
+        return losses
+
+    monkeypatch.setattr(StyleObjective, "measure", recording_measure)
+    out = tmp_path / "out.png"
+    code, stdout, _ = run_main(capsys, picture_path, "-p", "ink", "-o", str(out), "--model", "tiny", "--steps", "10",
+                                 "--preview-every", "2", "--json")
+    assert code == 0
+    [(image, losses)] = measured
+    assert json.loads(stdout)["losses"] == losses
+    assert image.min() >= 0 and image.max() <= 1  # the clamped result, as saved
+    with Image.open(out) as saved:
+        assert np.array_equal(np.asarray(saved), np.asarray(to_pil(image * 2 - 1)))
 
 
 def write(name: str, data: bytes):

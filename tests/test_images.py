@@ -10,7 +10,7 @@ from stylizer.config import Limits
 from stylizer.errors import InputError
 from stylizer.images import load_image, output_size, save_animation, to_pil, to_tensor, working_size
 
-from .conftest import make_image
+from .conftest import make_image, swapped_primaries_profile
 
 
 def _encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
@@ -89,6 +89,12 @@ def test_garbage_after_a_jpeg_header_always_reads_as_corrupt(seed):
     data = _encode(make_image(64, 64), "JPEG")[:200] + np.random.default_rng(seed).bytes(300)
     with pytest.raises(InputError, match="truncated or corrupt"):
         load_image(data)
+
+
+def test_an_embedded_colour_profile_is_converted_to_srgb():
+    red = _encode(Image.new("RGB", (32, 32), (220, 30, 30)), "PNG", icc_profile=swapped_primaries_profile())
+    r, g, b = load_image(red).image.getpixel((0, 0))
+    assert b > 150 and r < 80, "the profile (red and blue primaries swapped) was not applied"
 
 
 def test_pixel_and_byte_caps():

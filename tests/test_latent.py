@@ -24,6 +24,7 @@ from stylizer.sampler import frame_count, stylize
 
 from .conftest import make_image
 from .test_loading import hub_snapshot
+from .test_sampler import AnalyticEps
 
 NO_GUIDANCE = dict(w_dir=0.0, w_patch=0.0, w_content=0.0, w_tv=0.0)
 
@@ -113,6 +114,35 @@ def test_preview_decodes_a_downscaled_latent_and_the_result_the_full_one(latent_
     assert backend.decode(latent).shape == (1, 3, 48, 64)
 
 
+def test_final_image_is_the_full_decode_of_the_final_latent_not_the_preview(monkeypatch, latent_models, picture):
+    backend = latent_models.backend
+    monkeypatch.setattr(backend, "preview_max_side", 32)  # 64 px frames: previews decode a half-size latent
+    latents = []
+    new_scheduler = backend.new_scheduler
+
+    def recording_scheduler():
+        """The job's scheduler, keeping every latent its DDIM steps produce."""
+        scheduler = new_scheduler()
+        step = scheduler.step
+
+        def recorded_step(*args, **kwargs):
+            output = step(*args, **kwargs)
+            latents.append(output.prev_sample)
+            return output
+
+        scheduler.step = recorded_step
+        return scheduler
+
+    monkeypatch.setattr(backend, "new_scheduler", recording_scheduler)
+    frames = run(latent_models, picture, steps=6, preview_every=1, **NO_GUIDANCE)
+    final_latent = latents[-1]
+    with torch.no_grad():
+        full = np.asarray(to_pil(backend.decode(final_latent), frames[-1].image.size), dtype=np.int16)
+        preview = np.asarray(to_pil(backend.preview(final_latent), frames[-1].image.size), dtype=np.int16)
+    assert np.abs(preview - full).max() > 2  # the cheap decode really is a different picture
+    assert np.array_equal(pixels(frames[-1]), full)
+
+
 def test_vae_tiles_only_above_the_tile_side(monkeypatch, latent_models):
     backend = latent_models.backend
     calls = []
@@ -124,28 +154,24 @@ def test_vae_tiles_only_above_the_tile_side(monkeypatch, latent_models):
     assert len(calls) == 1
 
 
-class ConstantLatentEps(nn.Module):
-    """An analytic text-conditioned denoiser: ε ignores x, t and the text, so DDIM inversion must be exact."""
+class AnalyticLatentEps(AnalyticEps):
+    """:class:`AnalyticEps` as a text-conditioned UNet: ε ignores x and the text but not t."""
 
     config = SimpleNamespace(block_out_channels=(32, 64))
-
-    def __init__(self, shape):
-        super().__init__()
-        self.register_buffer("eps", torch.randn(shape, generator=torch.Generator().manual_seed(3)))
 
     @property
     def dtype(self):
         return self.eps.dtype
 
     def forward(self, x, t, encoder_hidden_states):
-        return SimpleNamespace(sample=self.eps.expand_as(x))
+        return super().forward(x, t)
 
 
 def test_latent_inversion_round_trips_through_the_sampler(latent_models):
     """encode -> invert -> sample -> decode equals decode(encode(x)) within 1/255 (float rounding only)."""
     image = make_image(64, 48)
     parts = tiny_latent_parts()
-    backend = LatentBackend(ConstantLatentEps((1, 4, 12, 16)), parts.vae, parts.text_encoder, parts.tokenizer, parts.scheduler_config)
+    backend = LatentBackend(AnalyticLatentEps((1, 4, 12, 16)), parts.vae, parts.text_encoder, parts.tokenizer, parts.scheduler_config)
     analytic = Models(latent_models.preset, backend, latent_models.clip, latent_models.vgg, latent_models.device)
     with torch.no_grad():
         expected = np.asarray(to_pil(backend.decode(backend.encode(to_tensor(image, (64, 48))))), dtype=np.int16)

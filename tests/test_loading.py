@@ -13,14 +13,23 @@ import open_clip
 import pytest
 import torch
 from diffusers import DDPMScheduler
+from huggingface_hub import constants
 from safetensors.torch import save_file
 
+from stylizer import hub
 from stylizer import models as models_module
 from stylizer.errors import ConfigError, ModelLoadError
-from stylizer.models import load_backend, load_clip, load_models, load_vgg, resolve_preset
+from stylizer.models import TINY_CLIP_ARCH, build_clip, load_backend, load_clip, load_models, load_vgg, resolve_preset
 from stylizer.tiny import tiny_unet
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+# Each guidance CLIP choice: its open_clip architecture and the Hub repo its 'openai' weights come from.
+CLIP_SOURCES = {
+    "ViT-B-32": ("ViT-B-32", "timm/vit_base_patch32_clip_224.openai"),
+    "ViT-B-16": ("ViT-B-16", "timm/vit_base_patch16_clip_224.openai"),
+    "ViT-L-14": ("ViT-L-14", "timm/vit_large_patch14_clip_224.openai"),
+}
 
 
 def hub_snapshot(repo_id: str) -> Path:
@@ -46,6 +55,14 @@ def fresh_model_cache():
     models_module._load_models_cached.cache_clear()
     yield
     models_module._load_models_cached.cache_clear()
+
+
+@pytest.fixture
+def private_hub_cache(tmp_path, monkeypatch) -> None:
+    """An empty Hub cache for this test alone, so the weights it lays out do not outlive it."""
+    cache = str(tmp_path / "hf-hub")
+    monkeypatch.setenv("HF_HUB_CACHE", cache)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", cache)  # huggingface_hub read the variable at import
 
 
 def test_flat_folder_loads_through_the_path_code(tmp_path):
@@ -109,12 +126,51 @@ def test_tiny_clip_saved_as_safetensors_loads_from_a_file(tmp_path):
     assert loaded.encode_text("ink").shape == (64,)
 
 
-def test_vit_b_32_openai_loads_from_the_hub_cache_layout():
+def test_tiny_clip_loads_through_the_hub_cache_path_of_the_default_clip(monkeypatch, private_hub_cache):
+    """The tiny config stands in for ViT-B-32 in this test only, so loading takes the real default path
+    (tag 'openai' -> timm/vit_base_patch32_clip_224.openai -> open_clip_model.safetensors) in seconds."""
+    monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, "ViT-B-32", open_clip.get_model_config(TINY_CLIP_ARCH))
+    reference = build_clip("ViT-B-32", tag_cfg=open_clip.get_pretrained_cfg("ViT-B-32", "openai"))
+    with torch.no_grad():
+        for p in reference.model.parameters():
+            p.mul_(1.5)  # unlike the seeded random weights a failed load would leave
+    snapshot = hub_snapshot(CLIP_SOURCES["ViT-B-32"][1])
+    save_file({k: v.contiguous() for k, v in reference.model.state_dict().items()}, str(snapshot / "open_clip_model.safetensors"))
+    loaded = load_clip("ViT-B-32", torch.device("cpu"))
+    assert loaded.name == "ViT-B-32/openai"
+    images = torch.rand(2, 3, 64, 64)
+    assert torch.allclose(loaded.encode_images(images), reference.encode_images(images), atol=1e-5)
+    assert torch.allclose(loaded.encode_text("ink"), reference.encode_text("ink"), atol=1e-5)
+
+
+@pytest.mark.parametrize("choice", list(CLIP_SOURCES))
+def test_each_clip_choice_loads_its_architecture_from_its_own_repo(monkeypatch, tmp_path, choice):
+    """``--clip`` picks the open_clip architecture and the Hub checkpoint (safetensors), with QuickGELU as OpenAI trained it."""
+    fetched, built = [], []
+
+    def fake_fetch(repo_id: str, filename: str) -> Path:
+        fetched.append((repo_id, filename))
+        return tmp_path / filename
+
+    def fake_build(arch, checkpoint=None, tag_cfg=None, label=None):
+        built.append((arch, checkpoint, tag_cfg["quick_gelu"], label))
+        return build_clip(TINY_CLIP_ARCH)  # building the real architecture would take seconds and GBs
+
+    monkeypatch.setattr(hub, "fetch", fake_fetch)
+    monkeypatch.setattr(models_module, "build_clip", fake_build)
+    models = load_models("tiny", "cpu", clip=choice)
+    arch, repo = CLIP_SOURCES[choice]
+    assert models.preset.clip == choice
+    assert fetched == [(repo, "open_clip_model.safetensors")]
+    assert built == [(arch, str(tmp_path / "open_clip_model.safetensors"), True, f"{arch}/openai")]
+
+
+def test_vit_b_32_openai_loads_from_the_hub_cache_layout(private_hub_cache):
     """The real default CLIP path: tag 'openai' -> timm/vit_base_patch32_clip_224.openai -> safetensors."""
     model = open_clip.create_model("ViT-B-32", force_quick_gelu=True)
     with torch.no_grad():
         model.logit_scale.fill_(3.0)  # a marker that must come back
-    snapshot = hub_snapshot("timm/vit_base_patch32_clip_224.openai")
+    snapshot = hub_snapshot(CLIP_SOURCES["ViT-B-32"][1])
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(snapshot / "open_clip_model.safetensors"))
     loaded = load_clip("ViT-B-32", torch.device("cpu"))
     assert loaded.name == "ViT-B-32/openai" and loaded.image_size == 224

@@ -1,11 +1,17 @@
-"""The four losses on hand-made tensors, and the batched perspective crops."""
+"""The four losses on hand-made tensors and through the job's objective, the batched perspective crops, and the text embeddings."""
 
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
+from PIL import Image
 
-from stylizer import losses
+from stylizer import encoders, losses
+from stylizer.config import StyleConfig
+from stylizer.images import to_tensor
+from stylizer.models import TINY_CLIP_ARCH, build_clip
+from stylizer.objective import StyleObjective
 
 
 def test_directional_loss_is_zero_when_parallel_and_two_when_opposite():
@@ -33,6 +39,14 @@ def test_content_loss_is_zero_for_identical_features_and_positive_otherwise():
     feats = [torch.randn(1, 8, 4, 4), torch.randn(1, 16, 2, 2)]
     assert losses.content_loss(feats, [f.clone() for f in feats]).item() == 0.0
     assert losses.content_loss(feats, [f + 0.5 for f in feats]).item() == pytest.approx(0.5, rel=1e-5)
+
+
+def test_objective_content_loss_is_zero_on_the_source_and_positive_on_another_image(tiny_models, picture):
+    source = (to_tensor(picture, (64, 48)) + 1) / 2
+    objective = StyleObjective(tiny_models.clip, tiny_models.vgg, source, StyleConfig(prompt="ink").validated())
+    assert objective.measure(source)["content"] == pytest.approx(0.0, abs=1e-9)
+    mirrored = (to_tensor(picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT), (64, 48)) + 1) / 2
+    assert objective.measure(mirrored)["content"] > 1e-3
 
 
 def test_total_variation_is_zero_for_constant_and_known_for_stripes():
@@ -65,3 +79,29 @@ def test_crop_gradient_flows_back_to_the_image():
     crops = losses.random_perspective_crops(image, 3, 16, 8, 0.5, torch.Generator().manual_seed(0))
     crops.sum().backward()
     assert image.grad is not None and math.isfinite(image.grad.sum().item()) and image.grad.abs().sum() > 0
+
+
+@pytest.fixture
+def clip():
+    """A tiny guidance CLIP of this test's own, with an empty text cache."""
+    return build_clip(TINY_CLIP_ARCH)
+
+
+def test_text_embedding_is_the_normalised_mean_over_the_templates(clip):
+    with torch.no_grad():
+        each = [F.normalize(clip.model.encode_text(clip.tokenizer([t.format("ink")]))[0], dim=-1) for t in encoders.TEXT_TEMPLATES]
+    embed = clip.encode_text("ink")
+    assert torch.allclose(embed, F.normalize(torch.stack(each).mean(dim=0), dim=-1), atol=1e-6)
+    assert not torch.allclose(embed, each[-1], atol=1e-3)  # the templates matter: not the bare prompt's embedding
+
+
+def test_text_embeddings_are_cached_least_recently_used_first_out(clip, monkeypatch):
+    first = clip.encode_text("ink")
+    assert clip.encode_text("ink") is first
+    monkeypatch.setattr(encoders, "TEXT_CACHE_SIZE", 3)
+    for n in range(6):
+        clip.encode_text("ink")  # in constant use, so never the least recently used
+        clip.encode_text(f"style {n}")
+        assert len(clip._text_cache) <= 3
+    assert clip.encode_text("ink") is first
+    assert list(clip._text_cache) == ["style 4", "style 5", "ink"]

@@ -25,7 +25,7 @@ from stylizer.config import Limits
 from stylizer.worker import Worker
 
 from .apphelpers import bomb_png, result_path, serving, wait_until_idle, wait_until_queued
-from .conftest import make_image
+from .conftest import make_image, swapped_primaries_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMITS = Limits(max_pixels=4_000_000, max_upload_mb=2.0)
@@ -53,10 +53,7 @@ def animated(fmt: str) -> bytes:
 
 
 def with_icc() -> bytes:
-    from PIL import ImageCms
-
-    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB"))  # any valid profile that is not sRGB
-    return encode(make_image(48, 32), "JPEG", icc_profile=ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()) if profile else b""
+    return encode(Image.new("RGB", (48, 32), (220, 30, 30)), "JPEG", icc_profile=swapped_primaries_profile())
 
 
 def rotated_jpeg() -> bytes:
@@ -163,6 +160,14 @@ def test_exif_orientation_is_applied_end_to_end(client, tmp_path):
     source = corpus_file(tmp_path, "exif-rotated")  # stored 64x32, displayed 32x64
     outputs = client.predict(image=handle_file(str(source)), prompt="ink", **FAST, api_name="/stylize")
     assert Image.open(result_path(outputs[0])).size == (32, 64)
+
+
+def test_colour_profiles_are_applied_end_to_end(client, tmp_path):
+    source = corpus_file(tmp_path, "icc-profile")  # red pixels, tagged with a profile that makes them blue
+    outputs = client.predict(image=handle_file(str(source)), prompt="ink", **FAST, api_name="/stylize")
+    before = outputs[2]["value"] if isinstance(outputs[2], dict) else outputs[2]
+    r, g, b = Image.open(result_path(before[0])).convert("RGB").getpixel((5, 5))
+    assert b > 150 and r < 80, "the picture shown as 'before' ignores its colour profile"
 
 
 @pytest.mark.parametrize(
@@ -292,9 +297,18 @@ def test_a_client_that_disconnects_frees_the_worker(server, worker, picture_path
         "        print('running', flush=True)\n"
         "        os._exit(0)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert "running" in proc.stdout, proc.stderr
-    assert wait_until_idle(worker), "the job kept running after its client went away"
+    passes: list[int] = []
+    hook = worker.replicas["cpu"].backend.unet.register_forward_hook(lambda *_: passes.append(1))
+    try:
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+        gone = len(passes)
+        assert "running" in proc.stdout, proc.stderr
+        assert wait_until_idle(worker), "the job kept running after its client went away"
+    finally:
+        hook.remove()
+    # The job has 800 UNet passes (inversion, then 400 steps); the server notices the closed
+    # connection at its next message, so only a few more run.
+    assert len(passes) - gone <= 10, f"{len(passes) - gone} UNet passes ran after the client went away"
     assert "Done" in client.predict(image=handle_file(picture_path), prompt="ink", **FAST, api_name="/stylize")[1]
 
 

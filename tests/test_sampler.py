@@ -106,24 +106,32 @@ def test_inversion_reports_every_step_and_can_be_aborted(tiny_models, picture):
     assert frames == []
 
 
-class ConstantEps(nn.Module):
-    """An analytic denoiser whose ε ignores x and t, so DDIM inversion must be exact."""
+class AnalyticEps(nn.Module):
+    """An analytic denoiser, ε(x, t) = ε0·(1 + t/1000).
+
+    ε ignores x, so each DDIM step is exactly invertible; but it changes with t, so
+    inverting and regenerating round-trip only when both evaluate ε at the same timesteps.
+    """
 
     def __init__(self, shape):
         super().__init__()
         self.register_buffer("eps", torch.randn(shape, generator=torch.Generator().manual_seed(3)))
 
     def forward(self, x, t):
-        return SimpleNamespace(sample=self.eps.expand_as(x))
+        return SimpleNamespace(sample=(self.eps * (1 + float(t) / 1000)).expand_as(x))
 
 
 def _scheduler():
-    return DDIMScheduler(beta_schedule="linear", clip_sample=True)
+    """The tiny preset's linear schedule, without clipping x̂0 to [-1, 1].
+
+    Clipping is not invertible, and with a t-dependent ε the intermediate x̂0 leave that range.
+    """
+    return DDIMScheduler(beta_schedule="linear", clip_sample=False)
 
 
 def test_ddim_inversion_round_trips_exactly_for_an_analytic_denoiser():
     clean = torch.rand(1, 3, 16, 16) * 2 - 1
-    model = ConstantEps((1, 3, 16, 16))
+    model = AnalyticEps((1, 3, 16, 16))
     scheduler = _scheduler()
     scheduler.set_timesteps(20)
     timesteps = scheduler.timesteps[20 - 14 :]
@@ -138,7 +146,7 @@ def test_ddim_inversion_round_trips_exactly_for_an_analytic_denoiser():
 def test_invert_start_reproduces_the_input_without_guidance(tiny_models):
     """Invert then regenerate through the full sampler: the result equals the input within 2/255."""
     image = make_image(64, 48)
-    backend = PixelBackend(ConstantEps((1, 3, 48, 64)), _scheduler().config, multiple=4)
+    backend = PixelBackend(AnalyticEps((1, 3, 48, 64)), _scheduler().config, multiple=4)
     analytic = Models(tiny_models.preset, backend, tiny_models.clip, tiny_models.vgg, tiny_models.device)
     result = run(analytic, image, start="invert", steps=20, strength=0.8, **NO_GUIDANCE)[-1]
     assert np.abs(pixels(result) - np.asarray(image, dtype=np.int16)).max() <= 2

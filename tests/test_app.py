@@ -7,9 +7,11 @@ import sys
 import threading
 from pathlib import Path
 
+import httpx
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from gradio_client.utils import Status
 
 import app
 from stylizer.config import Limits
@@ -96,6 +98,20 @@ def test_two_clients_at_once_are_both_served_in_order(client, picture_path):
         t.join(130)
     assert finished == ["first", "second"]
     assert '"prompt": "first"' in first.outputs()[-1][5] and '"prompt": "second"' in second.outputs()[-1][5]
+
+
+def test_a_waiting_visitor_can_load_the_page_and_sees_their_place_in_the_queue(client, picture_path):
+    running = client.submit(image=handle_file(picture_path), prompt="first", size=64, steps=400, strength=1.0, api_name="/stylize")
+    wait_until_queued(running, running=True)
+    page = httpx.get(client.src, timeout=10)
+    assert page.status_code == 200 and "Stylizer" in page.text
+    waiting = Client(client.src, verbose=False).submit(image=handle_file(picture_path), prompt="second", size=64, steps=2,
+                                                       api_name="/stylize")
+    wait_until_queued(waiting)
+    status = waiting.status()
+    assert status.code == Status.IN_QUEUE and status.rank == 0 and status.queue_size >= 1, status
+    running.cancel()
+    assert "Done" in waiting.result(timeout=120)[1]
 
 
 def test_cancel_stops_the_job_between_steps_and_frees_the_worker(client, worker, picture_path):

@@ -63,7 +63,8 @@ def stylize(
 
     A frame comes every ``config.preview_every`` steps and the last one has
     ``final=True``, so a job yields ``ceil(total / preview_every)`` frames.
-    Deterministic for a given seed on a given device.
+    Deterministic for a given seed on the CPU; on CUDA, to within the rounding of atomic adds
+    in some backward passes (see README, *Python*).
 
     Args:
         models: loaded models (see :func:`stylizer.models.load_models`).

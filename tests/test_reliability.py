@@ -318,7 +318,7 @@ def test_a_client_that_disconnects_frees_the_worker(server, worker, picture_path
 def test_out_of_memory_is_reported_and_the_server_recovers(client, picture_path, monkeypatch):
     real = worker_module.stylize
 
-    def exhausted(models, image, config, on_step=None):
+    def exhausted(models, image, config, on_step=None, on_invert=None):
         on_step(1, config.denoise_steps)
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         yield  # a generator, like the real sampler

@@ -26,6 +26,7 @@ from .report import EAGER as EAGER_PATH
 from .report import OPTIMISED, document, table
 from .run import UNGUIDED, time_case
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 BOTH = "both"
 TINY_PRESETS = (TINY, TINY_LATENT)
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--without", default="", metavar="NAMES",
                         help=f"comma-separated speedups to leave out of the optimised path, to see what each buys: "
                         f"{', '.join(f.name for f in dataclasses.fields(Speedups))}")
+    parser.add_argument("--compile-mode", choices=COMPILE_MODES,
+                        help="torch.compile mode of the optimised path on CUDA (default: torch's own); reduce-overhead uses CUDA graphs")
     parser.add_argument("--profile", action="store_true",
                         help="after each case's timed jobs, profile one more job: device-busy fraction, kernel launches per step "
                         "and the costliest operators (in the JSON, and summarised in the table)")
@@ -81,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.backend and preset_backend and args.backend != preset_backend:
         parser.error(f"--backend {args.backend} contradicts --preset {args.preset}, which is {preset_backend}")
     args.backend = args.backend or preset_backend or DEFAULT_BACKEND
-    paths = {EAGER_PATH: EAGER, OPTIMISED: _without(speedups(device, True, dtype), args.without, parser)}
+    optimised = dataclasses.replace(speedups(device, True, dtype), compile_mode=args.compile_mode)
+    paths = {EAGER_PATH: EAGER, OPTIMISED: _without(optimised, args.without, parser)}
 
     started = time.perf_counter()
     models = bench_models(args.backend, device, dtype, args.preset)

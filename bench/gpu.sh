@@ -6,7 +6,8 @@
 #   bash bench/gpu.sh OUT_DIR [tests] [latent] [pixel]     (default: all three, in that order)
 #
 # Each part writes into OUT_DIR as it goes (the benchmark rewrites its JSON after every case),
-# so a run cut short keeps what it measured. REPEATS (default 3) sets the timed jobs per case.
+# so a run cut short keeps what it measured. REPEATS (default 3) sets the timed jobs per case;
+# COMPILE_MODE (e.g. reduce-overhead, for CUDA graphs) the optimised path's torch.compile mode.
 set -uo pipefail
 out=${1:?usage: bash bench/gpu.sh OUT_DIR [tests] [latent] [pixel]}
 shift
@@ -25,11 +26,13 @@ for part in "${parts[@]}"; do
         ;;
     latent)
         python -m bench --device cuda --backend latent --size 512 --steps 50 --strength 1 --patches 32 --dtype bf16 \
-            --repeats "${REPEATS:-3}" --profile --out "$out/$tag-sd15.json" 2>&1 | tee "$out/latent.log"
+            --repeats "${REPEATS:-3}" ${COMPILE_MODE:+--compile-mode "$COMPILE_MODE"} --profile \
+            --out "$out/$tag-sd15${COMPILE_MODE:+-$COMPILE_MODE}.json" 2>&1 | tee "$out/latent.log"
         ;;
     pixel)
         python -m bench --device cuda --backend pixel --size 256 --steps 50 --strength 1 --patches 32 --dtype bf16 \
-            --repeats "${REPEATS:-3}" --profile --out "$out/$tag-church256.json" 2>&1 | tee "$out/pixel.log"
+            --repeats "${REPEATS:-3}" ${COMPILE_MODE:+--compile-mode "$COMPILE_MODE"} --profile \
+            --out "$out/$tag-church256${COMPILE_MODE:+-$COMPILE_MODE}.json" 2>&1 | tee "$out/pixel.log"
         ;;
     *)
         echo "bench/gpu.sh: unknown part '$part' (tests, latent, pixel)" >&2

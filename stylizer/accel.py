@@ -48,12 +48,16 @@ class Speedups:
         autocast: run the networks' forward passes under autocast to this dtype (None: off).
         channels_last: keep the conv nets' weights in channels_last layout.
         compile: ``torch.compile`` each network the first time it runs.
+        compile_mode: ``torch.compile``'s ``mode``: None for its default, ``"reduce-overhead"``
+            to replay each network as a CUDA graph (fewer kernel launches, more memory),
+            ``"max-autotune"`` to also search kernels (a much longer compile).
     """
 
     batch_clip: bool = False
     autocast: torch.dtype | None = None
     channels_last: bool = False
     compile: bool = False
+    compile_mode: str | None = None
 
     def network(self, module: nn.Module, method: str = "forward") -> Callable:
         """``module.<method>`` as the guided step runs it: compiled and under autocast where these are on.
@@ -62,7 +66,7 @@ class Speedups:
         the DDIM arithmetic around it stay float32. A compiled callable is built once per
         module and kept on it for later jobs.
         """
-        call = self._compiled(module, method) if self.compile else getattr(module, method)
+        call = self._compiled(module, method, self.compile_mode) if self.compile else getattr(module, method)
         if self.autocast is None:
             return call
         device_type = next(itertools.chain(module.parameters(), module.buffers())).device.type
@@ -75,12 +79,12 @@ class Speedups:
         return autocast_call
 
     @staticmethod
-    def _compiled(module: nn.Module, method: str) -> Callable:
+    def _compiled(module: nn.Module, method: str, mode: str | None) -> Callable:
         compiled = module.__dict__.setdefault(_COMPILED, {})
-        if method not in compiled:
-            log.info("compiling %s.%s on its first call", type(module).__name__, method)
-            compiled[method] = torch.compile(module if method == "forward" else getattr(module, method))
-        return compiled[method]
+        if (method, mode) not in compiled:
+            log.info("compiling %s.%s (mode %s) on its first call", type(module).__name__, method, mode or "default")
+            compiled[method, mode] = torch.compile(module if method == "forward" else getattr(module, method), mode=mode)
+        return compiled[method, mode]
 
 
 EAGER = Speedups()

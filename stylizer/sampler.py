@@ -103,6 +103,9 @@ def stylize(
 
     area_gain = backend.grad_gain * (work[0] * work[1]) / REFERENCE_AREA
     for index, t in enumerate(timesteps):
+        if speed.compile and speed.compile_mode == "reduce-overhead":
+            # CUDA graphs reuse their output buffers: mark where the last step's outputs stop being needed.
+            torch.compiler.cudagraph_mark_step_begin()
         eps, pred_clean, terms = guided_eps(
             backend, objective, sample, t, cond, scheduler, config.mode, area_gain, config.max_shift, speed
         )

@@ -72,6 +72,22 @@ def test_the_environment_sets_the_default_switch(monkeypatch):
         speedups(torch.device("cpu"))
 
 
+def test_each_network_compiles_once_per_mode_and_is_kept(monkeypatch):
+    compiled = []
+
+    def fake_compile(fn, mode=None):
+        compiled.append((fn, mode))
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    net = torch.nn.Linear(2, 2)
+    graphs = Speedups(compile=True, compile_mode="reduce-overhead")
+    for _ in range(3):
+        graphs.network(net)(torch.zeros(1, 2))
+    Speedups(compile=True).network(net)(torch.zeros(1, 2))
+    assert compiled == [(net, "reduce-overhead"), (net, None)]
+
+
 def test_layout_switch_keeps_the_output_and_round_trips_the_weights():
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1))
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -86,13 +102,14 @@ def test_layout_switch_keeps_the_output_and_round_trips_the_weights():
 def test_bench_runs_on_the_cpu_and_its_json_has_every_figure(tmp_path, capsys):
     out = tmp_path / "bench.json"
     argv = ["--preset", "tiny", "--device", "cpu", "--size", "32", "--steps", "8", "--strength", "0.5",
-            "--patches", "2", "--repeats", "1", "--profile", "--out", str(out)]
+            "--patches", "2", "--repeats", "1", "--profile", "--compile-mode", "reduce-overhead", "--out", str(out)]
     assert bench_main(argv) == 0
     doc = json.loads(out.read_text())
     assert set(doc) == {"schema", "machine", "settings", "models", "cases", "ratios"}
     assert {"torch", "device", "device_name", "cpu", "cpu_count", "torch_threads", "libraries"} <= set(doc["machine"])
     assert doc["settings"]["config"]["size"] == 32 and doc["settings"]["backend"] == "pixel"
     assert set(doc["settings"]["speedups"]) == set(PATHS)
+    assert doc["settings"]["speedups"]["optimised"]["compile_mode"] == "reduce-overhead"
     assert {"name", "backend", "parameters", "load_s"} <= set(doc["models"])
     assert {(c["path"], c["guidance"]) for c in doc["cases"]} == {(p, g) for p in PATHS for g in GUIDANCES}
     for case in doc["cases"]:

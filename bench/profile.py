@@ -30,10 +30,11 @@ def profile_job(models: Models, picture: Image.Image, config: StyleConfig, speed
 
     Returns:
         ``wall_s`` (the job, profiler overhead included), ``device_busy_s`` and
-        ``device_busy_fraction`` (summed device kernel time, CUDA only), ``operator_calls``
-        and ``device_kernels`` per step, and ``top``: the operators with the most self
-        time on the device (CUDA) or the CPU, with their call counts. An operator's
-        device time is that of the kernels it launched itself.
+        ``device_busy_fraction`` (summed device kernel time, CUDA only), operator calls per
+        step (every dispatcher level, so ``conv2d`` and the kernels under it each count) and
+        device kernels per step, and ``top``: the operators with the most self time over the
+        job on the device (CUDA) or the CPU, with their call counts. An operator's device
+        time is that of the kernels it launched itself.
     """
     cuda = models.device.type == "cuda"
     activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]

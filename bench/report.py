@@ -94,6 +94,6 @@ def _profile_lines(cases: list[dict[str, Any]]) -> list[str]:
         top = prof["top"][0] if prof["top"] else {"name": "-", "self_ms": 0.0}
         lines.append(
             f"profile {case['path']}/{case['guidance']}: {busy}{prof['operator_calls_per_step']:.0f} operator calls and "
-            f"{prof['device_kernels_per_step']:.0f} kernels per step; costliest {top['name']} ({top['self_ms']:.1f} ms)"
+            f"{prof['device_kernels_per_step']:.0f} kernels per step; costliest {top['name']} ({top['self_ms']:.1f} ms over the job)"
         )
     return lines

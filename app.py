@@ -100,13 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     from stylizer.ui import CSS, THEME
 
     try:
-        demo, _ = create_app(args)
+        demo, worker = create_app(args)
     except StylizerError as exc:
         print(f"stylizer: error: {exc}", file=sys.stderr)
         if isinstance(exc, ModelLoadError):
             print("stylizer: to try the app without any download: python app.py --model tiny (untrained test models)", file=sys.stderr)
         return 2
-    demo.launch(**launch_options(args, Limits.from_env()), theme=THEME, css=CSS, prevent_thread_lock=True)
+    demo.launch(**launch_options(args, worker.limits), theme=THEME, css=CSS, prevent_thread_lock=True)
     if args.share:
         print(share_message(demo.share_url, demo.local_url, on_spaces=bool(os.environ.get("SPACE_ID"))), file=sys.stderr, flush=True)
     demo.block_thread()

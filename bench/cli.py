@@ -101,13 +101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     settings = {**_plain(vars(args)), "dtype": str(dtype), "config": config.to_dict(),
                 "speedups": {path: _plain(dataclasses.asdict(speed)) for path, speed in paths.items()}}
+    machine, described = machine_info(device), _describe(models, load_s)
     results = []
     for path, speed in paths.items():  # eager first: the optimised path leaves the weights channels_last
         for guidance in guidances:
             print(f"bench: timing {path} {guidance} ({models.name}, {config.size} px, {config.denoise_steps} steps)", file=sys.stderr, flush=True)
             results.append(time_case(models, picture, config, path, guidance, speed, args.repeats, args.profile))
             # Rewritten after every case, so a run cut short still leaves what it measured.
-            doc = document(machine_info(device), settings, _describe(models, load_s), results)
+            doc = document(machine, settings, described, results)
             args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     print(table(doc))
     print(f"bench: wrote {args.out}", file=sys.stderr)

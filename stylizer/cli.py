@@ -92,17 +92,9 @@ def _stylize(args: argparse.Namespace) -> int:
     from .sampler import stylize
     from .warmup import persist_compile_cache
 
-    output = Path(args.output)
-    if output.suffix.lower() not in SAVE_FORMATS:
-        raise ConfigError(f"output {output} must end in one of {', '.join(SAVE_FORMATS)}")
-    if not output.parent.exists():
-        raise ConfigError(f"output folder {output.parent} does not exist")
+    output = _writable_path(args.output, tuple(SAVE_FORMATS), "output")
     if args.frames:
-        frames_path = Path(args.frames)
-        if frames_path.suffix.lower() != ".gif":
-            raise ConfigError(f"--frames {frames_path} must end in .gif")
-        if not frames_path.parent.exists():
-            raise ConfigError(f"--frames folder {frames_path.parent} does not exist")
+        _writable_path(args.frames, (".gif",), "--frames")
     preset = resolve_preset(args.model, args.clip)
     settings = {name: getattr(args, name) for name in KNOB_FLAGS if getattr(args, name) is not None}
     settings.setdefault("size", preset.size)
@@ -168,6 +160,17 @@ def _download(argv: Sequence[str]) -> int:
     new = sum(e.size for e in fetched if e.downloaded)
     print(f"stylizer: {args.model} is ready: {len(fetched)} files, {_size(total)} in the caches ({_size(new)} downloaded now)", file=sys.stderr)
     return 0
+
+
+def _writable_path(text: str, suffixes: tuple[str, ...], what: str) -> Path:
+    """``text`` as a path to write, checked before any work: a known suffix and an existing folder."""
+    path = Path(text)
+    if path.suffix.lower() not in suffixes:
+        allowed = suffixes[0] if len(suffixes) == 1 else "one of " + ", ".join(suffixes)
+        raise ConfigError(f"{what} {path} must end in {allowed}")
+    if not path.parent.exists():
+        raise ConfigError(f"{what} folder {path.parent} does not exist")
+    return path
 
 
 def _size(n: float) -> str:

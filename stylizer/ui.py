@@ -27,6 +27,7 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SEED_MAX = 2**32 - 1
 SETTINGS_PARAM = "settings"
 CACHE_SWEEP_S = 600
+INVERTING = "Inverting the picture (DDIM)"
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate")
 CSS = """
 .stylizer-banner {border-left: 4px solid #d97706; padding: 0.4em 0.8em; background: #fffbeb; color: #78350f;}
@@ -193,7 +194,7 @@ def _stream(run_fn: RunFn, image: Any, settings: dict[str, Any], progress: gr.Pr
     used_seed = settings["seed"]
     hidden = gr.update(visible=False)
     # Clear the previous run's result so nothing stale sits beside the new previews.
-    starting = "Inverting the picture (DDIM)…" if settings.get("start", "invert") == "invert" else "Starting…"
+    starting = f"{INVERTING}…" if settings.get("start", "invert") == "invert" else "Starting…"
     yield None, starting, hidden, hidden, hidden, skip, used_seed
     try:
         for update in run_fn(image, settings):
@@ -202,7 +203,7 @@ def _stream(run_fn: RunFn, image: Any, settings: dict[str, Any], progress: gr.Pr
                 continue
             if update.inverting:
                 progress((update.step, update.total), desc="Inverting", unit="steps")
-                text = f"**Inverting the picture (DDIM)** {update.step} / {update.total}{_bar(update.step, update.total)}"
+                text = f"**{INVERTING}** {update.step} / {update.total}{_bar(update.step, update.total)}"
                 yield skip, text, skip, skip, skip, skip, used_seed
                 continue
             progress((update.step, update.total), desc="Stylizing", unit="steps")

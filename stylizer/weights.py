@@ -188,6 +188,13 @@ def vgg_checkpoint() -> Path:
 
 
 def load_error(what: str, exc: BaseException | None, model: str | None) -> ModelLoadError:
+    """The one message for a model that could not be loaded: what, why, and how to fetch it.
+
+    Args:
+        what: the model, as the message should name it.
+        exc: the failure (a missing cache entry is explained by :func:`hub.offline_reason`).
+        model: the ``--model`` value for the download hint, if it applies.
+    """
     reason = hub.offline_reason() if isinstance(exc, LocalEntryNotFoundError) else ""
     if not reason:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300].rstrip(".") if exc else "not found"

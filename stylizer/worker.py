@@ -166,7 +166,7 @@ class Worker:
                     else:
                         yield JobUpdate(frame.step, frame.total, frame.losses, frame.image)
                 elif kind == "error":
-                    raise _user_error(message[1], device)
+                    raise _user_error(message[1])
                 else:
                     return
         finally:
@@ -204,9 +204,9 @@ def default_devices() -> list[str]:
     return ["cpu"]
 
 
-def _user_error(exc: BaseException, device: str) -> BaseException:
+def _user_error(exc: BaseException) -> BaseException:
+    # No memory release here: the job's ``finally`` does it once the thread has let go of its tensors.
     if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
-        _release_memory(device)
         return OutOfMemoryError(OOM_MESSAGE)
     return exc
 

@@ -8,18 +8,20 @@ that come back. Tests pass a fake ``run_fn``; the app passes the worker's.
 from __future__ import annotations
 
 import base64
+import contextlib
+import itertools
 import json
 import logging
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 from urllib.parse import urlencode
 
 import gradio as gr
 
 from .config import GUIDANCE_MODES, START_MODES, Limits, StyleConfig, field_range
 from .errors import StylizerError
-from .jobs import ModelInfo, RunFn
+from .jobs import JobUpdate, ModelInfo, RunFn
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,39 @@ LABELS = {
     "seed": "Seed",
 }
 TERM_NAMES = {"dir": "directional", "patch": "patch", "content": "content", "tv": "TV"}
+
+
+class StopRequests:
+    """The Stop button's presses, per page session, for the running (or queued) run to poll.
+
+    A run ends itself at its next update once Stop was pressed after its Stylize click,
+    so it finishes as a normal event. (Gradio's own ``cancels`` on a running generator
+    now and then leaves the outputs marked "Error".) Clicks and presses are numbered from
+    one counter, so their order is exact.
+    """
+
+    def __init__(self) -> None:
+        self._order = itertools.count()
+        self._armed: dict[str, int] = {}
+        self._stopped: dict[str, int] = {}
+
+    def arm(self, session: str) -> None:
+        """A run was asked for (Stylize clicked): earlier presses of Stop no longer apply."""
+        self._armed[session] = next(self._order)
+
+    def stop(self, session: str) -> None:
+        """Stop was pressed: every run of ``session`` armed before now should end."""
+        self._stopped[session] = next(self._order)
+
+    def requested(self, session: str) -> bool:
+        """Whether Stop was pressed since the latest Stylize click (never, for API calls that pressed nothing)."""
+        stopped = self._stopped.get(session)
+        return stopped is not None and stopped > self._armed.get(session, -1)
+
+    def forget(self, session: str) -> None:
+        """Drop a closed page's entries."""
+        self._armed.pop(session, None)
+        self._stopped.pop(session, None)
 
 
 def _upload_payload(payload: Any) -> str | bytes | None:
@@ -159,19 +194,35 @@ def build_demo(run_fn: RunFn, info: ModelInfo, limits: Limits | None = None) -> 
         inputs = [image, *(widgets[name] for name in KNOBS), randomize]
         outputs = [result, status, comparison, trajectory, downloads, settings_box, widgets["seed"]]
 
+        stops = StopRequests()
+
         def stylize(image, prompt, reference, w_dir, w_patch, w_content, w_tv, steps, strength, start, mode,
                     guidance_scale, cfg_scale, n_patches, patch_size, threshold, size, seed,
-                    randomize_seed=False, progress=gr.Progress()):
+                    randomize_seed=False, progress=gr.Progress(), request: gr.Request = None):
             values = dict(zip(KNOBS, (prompt, reference, w_dir, w_patch, w_content, w_tv, steps, strength, start, mode,
                                       guidance_scale, cfg_scale, n_patches, patch_size, threshold, size, seed)))
             settings = _settings_from_widgets(values, randomize_seed)
-            yield from _stream(run_fn, image, settings, progress)
+            session = request.session_hash if request else ""
+            yield from _stream(run_fn, image, settings, progress, lambda: stops.requested(session))
+
+        def arm(request: gr.Request):
+            stops.arm(request.session_hash)
+
+        def stop(request: gr.Request):
+            stops.stop(request.session_hash)
+
+        def forget(request: gr.Request):
+            stops.forget(request.session_hash)
 
         gpu = dict(concurrency_limit=len(info.devices), concurrency_id="gpu", show_progress="minimal")
-        run_event = run_button.click(stylize, inputs, outputs, api_name="stylize", **gpu)
+        # The click arms the Stop button at once (outside the queue), then the run waits its turn.
+        run_button.click(arm, None, None, queue=False, api_visibility="private").then(
+            stylize, inputs, outputs, api_name="stylize", **gpu
+        )
         knob_widgets = [widgets[name] for name in KNOBS]
 
-        def apply_settings(text: str):
+        def apply_settings(text: str, request: gr.Request):
+            stops.arm(request.session_hash)
             # The settings' own seed, not a new random one: the point is to get the same picture again.
             return [*_apply_settings(text, limits), False]
 
@@ -179,52 +230,34 @@ def build_demo(run_fn: RunFn, info: ModelInfo, limits: Limits | None = None) -> 
             return _settings_from_url(request, limits)
 
         # One click reproduces a run: restore every knob, then stylize the current picture with them.
-        rerun_event = apply_button.click(apply_settings, [settings_box], [*knob_widgets, randomize], api_visibility="private").success(
+        apply_button.click(apply_settings, [settings_box], [*knob_widgets, randomize], api_visibility="private").success(
             stylize, inputs, outputs, api_visibility="private", **gpu
         )
-        # The message follows the cancellation, so a step already in flight cannot overwrite it.
-        stop_button.click(fn=None, cancels=[run_event, rerun_event]).then(_stopped, None, [status], queue=False, api_visibility="private")
+        # The run itself notices the press at its next step and says "Stopped" (see StopRequests).
+        stop_button.click(stop, None, None, queue=False, api_visibility="private")
         demo.load(settings_from_url, None, knob_widgets, api_visibility="private")
+        demo.unload(forget)
     return demo
 
 
-def _stream(run_fn: RunFn, image: Any, settings: dict[str, Any], progress: gr.Progress):
-    """Turn job updates into page updates; user errors become ``gr.Error``."""
+def _stream(run_fn: RunFn, image: Any, settings: dict[str, Any], progress: gr.Progress, stop_requested: Callable[[], bool]):
+    """Turn job updates into page updates; user errors become ``gr.Error``.
+
+    ``stop_requested`` is polled before every update: once it is true the job is closed
+    (which cancels it between two network passes) and the status says "Stopped".
+    """
     skip = gr.skip()
     used_seed = settings["seed"]
+    if stop_requested():  # pressed while the run waited in the queue
+        yield skip, _stopped(), skip, skip, skip, skip, used_seed
+        return
     hidden = gr.update(visible=False)
     # Clear the previous run's result so nothing stale sits beside the new previews.
     starting = f"{INVERTING}…" if settings.get("start", "invert") == "invert" else "Starting…"
     yield None, starting, hidden, hidden, hidden, skip, used_seed
     try:
-        for update in run_fn(image, settings):
-            if update.queued:
-                yield skip, "Waiting for a free GPU…", skip, skip, skip, skip, used_seed
-                continue
-            if update.inverting:
-                progress((update.step, update.total), desc="Inverting", unit="steps")
-                text = f"**{INVERTING}** {update.step} / {update.total}{_bar(update.step, update.total)}"
-                yield skip, text, skip, skip, skip, skip, used_seed
-                continue
-            progress((update.step, update.total), desc="Stylizing", unit="steps")
-            if update.result is None:
-                text = f"**Step {update.step} / {update.total}**{_losses_text(update.losses)}{_bar(update.step, update.total)}"
-                yield (update.image if update.image is not None else skip), text, skip, skip, skip, skip, used_seed
-                continue
-            done = update.result
-            notes = "".join(f"\n\n_Note: {n}._" for n in done.notes)
-            link = "?" + urlencode({SETTINGS_PARAM: json.dumps(done.settings, separators=(",", ":"))})
-            text = (f"**Done** in {done.seconds:.1f} s · {update.total} steps{_losses_text(done.losses)} · "
-                    f"[link to these settings]({link}){notes}")
-            yield (
-                done.image,
-                text,
-                gr.ImageSlider(value=(done.source, done.image), visible=True),
-                gr.Image(value=str(done.gif_path), visible=True),
-                gr.File(value=[str(done.png_path), str(done.gif_path)], visible=True),
-                json.dumps(done.settings, indent=1, ensure_ascii=False),
-                used_seed,
-            )
+        with contextlib.closing(run_fn(image, settings)) as updates:
+            yield from _page_updates(updates, progress, stop_requested, used_seed)
     except StylizerError as exc:
         raise gr.Error(_sentence(str(exc)), print_exception=False) from None
     except gr.Error:
@@ -232,6 +265,42 @@ def _stream(run_fn: RunFn, image: Any, settings: dict[str, Any], progress: gr.Pr
     except Exception:
         log.exception("stylize job failed")
         raise gr.Error("Something went wrong on the server while stylizing; the error was logged. Please try again.", print_exception=False) from None
+
+
+def _page_updates(updates: Iterator[JobUpdate], progress: gr.Progress, stop_requested: Callable[[], bool], used_seed: Any):
+    """One page update per job update, until the job ends or Stop is pressed."""
+    skip = gr.skip()
+    for update in updates:
+        if stop_requested():
+            yield skip, _stopped(), skip, skip, skip, skip, used_seed
+            return
+        if update.queued:
+            yield skip, "Waiting for a free GPU…", skip, skip, skip, skip, used_seed
+            continue
+        if update.inverting:
+            progress((update.step, update.total), desc="Inverting", unit="steps")
+            text = f"**{INVERTING}** {update.step} / {update.total}{_bar(update.step, update.total)}"
+            yield skip, text, skip, skip, skip, skip, used_seed
+            continue
+        progress((update.step, update.total), desc="Stylizing", unit="steps")
+        if update.result is None:
+            text = f"**Step {update.step} / {update.total}**{_losses_text(update.losses)}{_bar(update.step, update.total)}"
+            yield (update.image if update.image is not None else skip), text, skip, skip, skip, skip, used_seed
+            continue
+        done = update.result
+        notes = "".join(f"\n\n_Note: {n}._" for n in done.notes)
+        link = "?" + urlencode({SETTINGS_PARAM: json.dumps(done.settings, separators=(",", ":"))})
+        text = (f"**Done** in {done.seconds:.1f} s · {update.total} steps{_losses_text(done.losses)} · "
+                f"[link to these settings]({link}){notes}")
+        yield (
+            done.image,
+            text,
+            gr.ImageSlider(value=(done.source, done.image), visible=True),
+            gr.Image(value=str(done.gif_path), visible=True),
+            gr.File(value=[str(done.png_path), str(done.gif_path)], visible=True),
+            json.dumps(done.settings, indent=1, ensure_ascii=False),
+            used_seed,
+        )
 
 
 def _stopped() -> str:

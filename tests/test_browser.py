@@ -130,6 +130,7 @@ def test_upload_type_slide_stylize_and_stop(page, picture_path):
     time.sleep(2.0)
     assert "Stopped" in status_text(page) and result_src(page) == stopped_image, "the run kept going after Stop"
     assert not page.locator("#downloads a").count(), "a stale result is still offered for download"
+    assert not page.locator("#result").get_by_text("Error", exact=True).count(), "Stop left the result marked as an error"
     page.screenshot(path=str(ARTIFACTS / "4-stopped.png"), full_page=True)
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 from stylizer.config import Limits
 from stylizer.errors import InputError
 from stylizer.jobs import JobResult, JobUpdate, ModelInfo
-from stylizer.ui import KNOBS, _apply_settings, build_demo
+from stylizer.ui import KNOBS, StopRequests, _apply_settings, _stream, build_demo
 
 from .apphelpers import result_path, served
 
@@ -109,3 +109,48 @@ def test_page_names_the_model_and_flags_untrained_weights():
     trained = build_demo(lambda image, settings: iter(()), ModelInfo("sd15", "latent", "ViT-B-32/openai", ["cuda:0"], False, 512, "SD 1.5"))
     texts = " ".join(str(c.get("props", {}).get("value", "")) for c in trained.config["components"])
     assert "sd15" in texts and "untrained" not in texts
+
+
+def test_stop_applies_to_runs_clicked_before_it_only():
+    stops = StopRequests()
+    assert not stops.requested("page")  # an API caller that never pressed anything
+    stops.arm("page")
+    assert not stops.requested("page")
+    stops.stop("page")
+    assert stops.requested("page") and not stops.requested("other page")
+    stops.arm("page")  # Stylize again: the earlier press is spent
+    assert not stops.requested("page")
+    stops.stop("page")
+    stops.forget("page")
+    assert not stops.requested("page")
+
+
+def test_a_stopped_run_closes_its_job_and_says_stopped(tmp_path):
+    """Stop ends the event normally (no error state), closing the job so the worker cancels it."""
+    closed, pressed = [], []
+
+    def run(image, settings):
+        try:
+            for step in range(1, 100):
+                yield JobUpdate(step, 99, {"dir": 1.0})
+        finally:
+            closed.append(True)
+
+    def progress(*args, **kwargs):
+        if len(pressed) == 0 and args[0][0] == 3:
+            pressed.append(True)  # Stop pressed while step 3 is shown
+
+    statuses = [outputs[1] for outputs in _stream(run, "in.png", {"seed": 1}, progress, lambda: bool(pressed))]
+    assert "Stopped" in statuses[-1] and closed == [True]
+    assert sum("Step" in str(s) for s in statuses) == 3  # the job went no further than the next update
+
+
+def test_a_run_stopped_while_queued_never_starts():
+    started = []
+
+    def run(image, settings):
+        started.append(True)
+        yield JobUpdate(1, 1)
+
+    statuses = [outputs[1] for outputs in _stream(run, "in.png", {"seed": 1}, lambda *a, **k: None, lambda: True)]
+    assert statuses == [statuses[-1]] and "Stopped" in statuses[-1] and not started

@@ -41,7 +41,9 @@ def bench_models(backend: str, device: torch.device, dtype: torch.dtype, preset:
     with torch.device(device):
         # torchvision's VGG16 (make_layers(cfgs["D"])) with its own initialisation, which keeps the
         # activations at a working scale through all 13 conv layers; the classifier is dropped.
-        clip, vgg = _guide_clip(), VggEncoder(vgg16().features)
+        vgg = VggEncoder(vgg16().features)
+    # open_clip builds on the CPU whatever the default device, so CLIP moves afterwards.
+    clip = _guide_clip().to(device)
     description = f"{REAL_SOURCES[backend]} with random weights (benchmark)"
     bundle = Preset(f"random-{backend}", backend, REAL_SOURCES[backend], configs.GUIDE_CLIP, REAL_SIZES[backend], description)
     return Models(bundle, diffusion, clip, vgg, device)

@@ -22,7 +22,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 for part in "${parts[@]}"; do
     case "$part" in
     tests)
-        python -m pytest -q -p no:cacheprovider tests/test_bench.py tests/test_sampler.py -k "cuda or never_waits" 2>&1 | tee "$out/tests.log"
+        python -m pytest -q -p no:cacheprovider tests/test_bench.py tests/test_sampler.py tests/test_cuda.py -k "cuda or never_waits" 2>&1 | tee "$out/tests.log"
         ;;
     latent)
         python -m bench --device cuda --backend latent --size 512 --steps 50 --strength 1 --patches 32 --dtype bf16 \

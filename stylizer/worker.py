@@ -10,6 +10,7 @@ before the next step starts. Nothing here imports Gradio.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import queue
 import shutil
@@ -213,5 +214,24 @@ def _user_error(exc: BaseException) -> BaseException:
 
 def _release_memory(device: str) -> None:
     gc.collect()
+    _TRIM_HOST_HEAP()
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
+
+
+def _host_heap_trimmer() -> Callable[[], object]:
+    """glibc's ``malloc_trim(0)``, or a no-op where the C library has none (macOS, Windows, musl).
+
+    A job allocates and frees tens of MB of tensors and images from several threads. glibc
+    keeps freed pages in its arenas, and fragmentation lets the resident size creep up job
+    after job (about 0.3 MB a job, in a 100-job soak); trimming after each job hands them
+    back to the system.
+    """
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    return lambda: trim(0)
+
+
+_TRIM_HOST_HEAP = _host_heap_trimmer()

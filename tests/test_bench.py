@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench.build import bench_models
 from bench.cli import main as bench_main
 from stylizer.accel import EAGER, Speedups, set_layout, speedups
 from stylizer.config import StyleConfig
@@ -97,6 +98,18 @@ def test_layout_switch_keeps_the_output_and_round_trips_the_weights():
     assert torch.allclose(net(x), before, atol=1e-6)
     set_layout([net], channels_last=False)
     assert net[0].weight.is_contiguous()
+
+
+@pytest.mark.parametrize("backend", ["pixel", "latent"])
+def test_real_size_models_are_built_on_the_asked_device(backend):
+    """Every network of a real-size benchmark sits on the device asked for (meta: no memory, no time).
+
+    open_clip builds on the CPU whatever torch's default device, which once left CLIP on
+    the CPU in a CUDA benchmark.
+    """
+    models = bench_models(backend, torch.device("meta"), torch.float32)
+    networks = [models.clip, models.vgg, *models.backend.networks]
+    assert {t.device.type for net in networks for t in [*net.parameters(), *net.buffers()]} == {"meta"}
 
 
 def test_bench_runs_on_the_cpu_and_its_json_has_every_figure(tmp_path, capsys):

@@ -163,42 +163,25 @@ def test_dockerignore_keeps_everything_local_out_of_the_image():
     assert not missing, f".dockerignore lacks {missing}"
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_app_offline_share_keeps_serving_and_auth_from_the_environment_protects_it(tmp_path):
     """`--share` without internet says why and serves locally; STYLIZER_AUTH demands a login."""
-    import os
-    import sys
     import time
 
     import httpx
     from gradio_client import Client
 
-    port = free_port()
-    env = {**os.environ, "STYLIZER_AUTH": "ada:lovelace", "GRADIO_TEMP_DIR": str(tmp_path)}
+    from .apphelpers import app_process
+
+    env = {"STYLIZER_AUTH": "ada:lovelace", "GRADIO_TEMP_DIR": str(tmp_path)}
     log = tmp_path / "app.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py", "--model", "tiny", "--port", str(port), "--share"],
-                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
+    with app_process(log, "--share", env=env) as (proc, url):
+        deadline = time.monotonic() + 60
         while "serving locally only" not in log.read_text() and time.monotonic() < deadline:
-            assert proc.poll() is None, log.read_text()
             time.sleep(0.5)
         assert "Could not create a public share link" in log.read_text(), log.read_text()
-        url = f"http://127.0.0.1:{port}/"
         assert httpx.get(url + "config").status_code in (401, 403)
         with pytest.raises(Exception):
             Client(url, verbose=False)
         client = Client(url, auth=("ada", "lovelace"), verbose=False)
         assert "/stylize" in client.view_api(return_format="dict")["named_endpoints"]
         assert proc.poll() is None
-    finally:
-        proc.terminate()
-        proc.wait(30)

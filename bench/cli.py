@@ -22,6 +22,7 @@ from stylizer.tiny import TINY, TINY_LATENT
 
 from .build import bench_models, parameter_counts
 from .measure import machine_info, machine_tag
+from .profile import PROFILE_STEPS
 from .report import EAGER as EAGER_PATH
 from .report import OPTIMISED, document, table
 from .run import UNGUIDED, time_case
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compile-mode", choices=COMPILE_MODES,
                         help="torch.compile mode of the optimised path on CUDA (default: torch's own); reduce-overhead uses CUDA graphs")
     parser.add_argument("--profile", action="store_true",
-                        help="after each case's timed jobs, profile one more job: device-busy fraction, kernel launches per step "
+                        help=f"after each case's timed jobs, profile one more, short job (at most {PROFILE_STEPS} steps): device-busy fraction, kernel launches per step "
                         "and the costliest operators (in the JSON, and summarised in the table)")
     parser.add_argument("--out", type=Path, help=f"JSON file (default: {RESULTS_DIR.name}/<machine>-<models>-<date>.json next to this package)")
     return parser

@@ -7,6 +7,7 @@ a fraction near 1 with convolutions and matrix products at the top.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -21,12 +22,15 @@ from stylizer.models import Models
 from stylizer.sampler import stylize
 
 US = 1e-6
+# The profiled job's schedule: a 50-step job holds millions of profiler events (minutes of
+# Python to summarise on a real-size model), and per-step figures need only a few steps.
+PROFILE_STEPS = 10
 # Operators listed per case, costliest first.
 TOP_OPERATORS = 12
 
 
 def profile_job(models: Models, picture: Image.Image, config: StyleConfig, speed: Speedups) -> dict[str, Any]:
-    """Run one job of ``config`` under the PyTorch profiler and summarise it.
+    """Run one short job of ``config`` (at most :data:`PROFILE_STEPS` steps) under the PyTorch profiler and summarise it.
 
     Returns:
         ``wall_s`` (the job, profiler overhead included), ``device_busy_s`` and
@@ -37,6 +41,7 @@ def profile_job(models: Models, picture: Image.Image, config: StyleConfig, speed
         time is that of the kernels it launched itself.
     """
     cuda = models.device.type == "cuda"
+    config = dataclasses.replace(config, steps=min(config.steps, PROFILE_STEPS))
     activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
     with profile(activities=activities) as prof:
         started = time.perf_counter()

@@ -7,6 +7,8 @@ terms whose weight is non-zero.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from . import losses
@@ -25,8 +27,11 @@ class StyleObjective:
         vgg: content-feature VGG16.
         source: (1, 3, H, W) input image in [0, 1].
         config: validated job settings (weights, patch settings, seed).
-        speed: how the networks run (see :mod:`stylizer.accel`); the source's features are
-            taken the same way as the output's, so that an unchanged image has zero content loss.
+        speed: how the networks run inside the guided step (see :mod:`stylizer.accel`). The
+            source's features and the frames' loss readings use the same precision and layout,
+            so that an unchanged image has (near) zero content loss, but never compile: a call
+            made once a job or once a frame would pay a compilation (a minute on a real-size
+            model, per grad mode and batch size) for nothing.
     """
 
     def __init__(
@@ -36,57 +41,65 @@ class StyleObjective:
         self.vgg = vgg
         self.config = config
         self.speed = speed
+        self.uncompiled = dataclasses.replace(speed, compile=False)
         self.weights = config.weights
         self.crop_generator = torch.Generator().manual_seed(config.seed + 1)
         with torch.no_grad():
             self.delta_text = clip.text_direction(config.prompt, config.reference)
-            self.source_embed = clip.encode_images(source, speed)
-            self.source_features = self._features(source)
+            self.source_embed = clip.encode_images(source, self.uncompiled)
+            self.source_features = self._features(source, self.uncompiled)
 
     @property
     def active(self) -> tuple[str, ...]:
         """Terms with a non-zero weight (the only ones that are computed while guiding)."""
         return tuple(t for t in TERMS if self.weights[t] > 0 and (t != "patch" or self.config.n_patches > 0))
 
-    def terms(self, image: torch.Tensor, names: tuple[str, ...] = TERMS) -> dict[str, torch.Tensor]:
-        """Unweighted loss terms of ``image`` ((1, 3, H, W) in [0, 1]), for the requested names."""
+    def terms(
+        self, image: torch.Tensor, names: tuple[str, ...] = TERMS, speed: Speedups | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Unweighted loss terms of ``image`` ((1, 3, H, W) in [0, 1]), for the requested names.
+
+        Args:
+            speed: how the networks run (default: as in the guided step).
+        """
         cfg = self.config
+        speed = speed or self.speed
         out: dict[str, torch.Tensor] = {}
         crops = None
         if "patch" in names and cfg.n_patches > 0:
             crops = losses.random_perspective_crops(
                 image, cfg.n_patches, cfg.patch_size, self.clip.image_size, cfg.distortion, self.crop_generator
             )
-        image_embed, crop_embeds = self._embed(image if "dir" in names else None, crops)
+        image_embed, crop_embeds = self._embed(image if "dir" in names else None, crops, speed)
         if image_embed is not None:
             out["dir"] = losses.directional_loss(image_embed - self.source_embed, self.delta_text).mean()
         if crop_embeds is not None:
             out["patch"] = losses.patch_directional_loss(crop_embeds, self.source_embed, self.delta_text, cfg.threshold)
         if "content" in names:
-            out["content"] = losses.content_loss(self._features(image), self.source_features)
+            out["content"] = losses.content_loss(self._features(image, speed), self.source_features)
         if "tv" in names:
             out["tv"] = losses.total_variation(image)
         return out
 
     def _embed(
-        self, image: torch.Tensor | None, crops: torch.Tensor | None
+        self, image: torch.Tensor | None, crops: torch.Tensor | None, speed: Speedups
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """CLIP embeddings of the whole image and of its crops (either may be None).
 
         With ``batch_clip`` both go through CLIP as one batch: one pass over the weights
         instead of two, and one set of kernel launches.
         """
-        if self.speed.batch_clip and image is not None and crops is not None:
-            embeds = self.clip.encode_images(torch.cat([self.clip.fit(image), crops]), self.speed)
+        if speed.batch_clip and image is not None and crops is not None:
+            embeds = self.clip.encode_images(torch.cat([self.clip.fit(image), crops]), speed)
             return embeds[:1], embeds[1:]
         return (
-            None if image is None else self.clip.encode_images(image, self.speed),
-            None if crops is None else self.clip.encode_images(crops, self.speed),
+            None if image is None else self.clip.encode_images(image, speed),
+            None if crops is None else self.clip.encode_images(crops, speed),
         )
 
-    def _features(self, image: torch.Tensor) -> list[torch.Tensor]:
+    def _features(self, image: torch.Tensor, speed: Speedups) -> list[torch.Tensor]:
         """The VGG16 content features of ``image``."""
-        return self.speed.network(self.vgg)(image)
+        return speed.network(self.vgg)(image)
 
     def weighted_sum(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """Σ λ_k·term_k over the given terms."""
@@ -95,4 +108,4 @@ class StyleObjective:
     @torch.no_grad()
     def measure(self, image: torch.Tensor) -> dict[str, float]:
         """All four unweighted terms of ``image`` as floats (patch only when patches are on)."""
-        return {name: float(value) for name, value in self.terms(image).items()}
+        return {name: float(value) for name, value in self.terms(image, speed=self.uncompiled).items()}

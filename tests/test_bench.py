@@ -89,6 +89,37 @@ def test_each_network_compiles_once_per_mode_and_is_kept(monkeypatch):
     assert compiled == [(net, "reduce-overhead"), (net, None)]
 
 
+@pytest.mark.parametrize("mode", ["fast", "full"])
+def test_only_the_step_loop_runs_compiled_networks(monkeypatch, models, mode):
+    """Calls made once a job or once a frame (the source's features, the frames' loss readings,
+    the previews) run uncompiled: each grad mode and batch size costs a compilation of its own,
+    which on a real-size model is a minute, so only the calls that repeat every step compile.
+    """
+    calls = []
+
+    def recording_compile(fn, mode=None):
+        name = type(getattr(fn, "__self__", fn)).__name__
+
+        def call(*args, **kwargs):
+            calls.append((name, torch.is_grad_enabled()))
+            return fn(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    config = StyleConfig(prompt="ink", size=64, steps=6, strength=1.0, mode=mode, preview_every=2).validated()
+    networks = [models.clip.model, models.vgg, *models.backend.networks]
+    try:
+        list(stylize(models, make_image(), config, optimize=Speedups(batch_clip=True, compile=True)))
+    finally:
+        for net in networks:
+            net.__dict__.pop("_stylizer_compiled", None)  # the recording wrappers must not outlive this test
+    guides = {(name, grad) for name, grad in calls if name not in {type(net).__name__ for net in models.backend.networks}}
+    assert guides == {(type(models.clip.model).__name__, True), ("VggEncoder", True)}
+    # The denoiser runs compiled in the inversion (no gradients) and in each step (with them in full mode only).
+    assert {grad for name, grad in calls if name == type(models.backend.unet).__name__} == {False, mode == "full"}
+
+
 def test_layout_switch_keeps_the_output_and_round_trips_the_weights():
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1))
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))

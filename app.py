@@ -20,27 +20,49 @@ if os.environ.get("SPACES_ZERO_GPU"):
     # then the models load onto "cuda" here and every job runs on the GPU slice that spaces.GPU lends.
     importlib.import_module("spaces")
 
+from stylizer.commands import run_command  # noqa: E402
 from stylizer.config import Limits  # noqa: E402
-from stylizer.errors import ModelLoadError, StylizerError  # noqa: E402
-from stylizer.models import CLIP_MODELS, DEFAULT_PRESET, PRESETS  # noqa: E402
+from stylizer.errors import ModelLoadError  # noqa: E402
+from stylizer.loading import CLIP_MODELS, DEFAULT_PRESET, PRESETS  # noqa: E402
 
-log = logging.getLogger("stylizer.app")
+NO_DOWNLOAD_HINT = "to try the app without any download: python app.py --model tiny (untrained test models)"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line flags; each falls back to a ``STYLIZER_*`` environment variable."""
     env = os.environ
     parser = argparse.ArgumentParser(prog="python app.py", description="Launch the Stylizer web app.")
-    parser.add_argument("--model", default=env.get("STYLIZER_MODEL", DEFAULT_PRESET),
-                        help=f"preset ({', '.join(PRESETS)}), diffusers folder or repo id (env STYLIZER_MODEL; default {DEFAULT_PRESET})")
-    parser.add_argument("--clip", choices=list(CLIP_MODELS), default=env.get("STYLIZER_CLIP") or None, help="guidance CLIP (env STYLIZER_CLIP)")
-    parser.add_argument("--device", action="append", default=None,
-                        help="cpu, cuda or cuda:N; repeat for several GPUs (env STYLIZER_DEVICES, comma-separated; default: every GPU, else CPU)")
+    parser.add_argument(
+        "--model",
+        default=env.get("STYLIZER_MODEL", DEFAULT_PRESET),
+        help=f"preset ({', '.join(PRESETS)}), diffusers folder or repo id (env STYLIZER_MODEL; default {DEFAULT_PRESET})",
+    )
+    parser.add_argument(
+        "--clip", choices=list(CLIP_MODELS), default=env.get("STYLIZER_CLIP") or None, help="guidance CLIP (env STYLIZER_CLIP)"
+    )
+    parser.add_argument(
+        "--device",
+        action="append",
+        default=None,
+        help="cpu, cuda or cuda:N; repeat for several GPUs (env STYLIZER_DEVICES, comma-separated; default: every GPU, else CPU)",
+    )
     parser.add_argument("--host", default=env.get("GRADIO_SERVER_NAME", "127.0.0.1"), help="address to listen on (env GRADIO_SERVER_NAME)")
-    parser.add_argument("--port", type=int, default=int(env.get("GRADIO_SERVER_PORT", "7860")), help="port (env GRADIO_SERVER_PORT; default 7860)")
-    parser.add_argument("--share", action="store_true", default=env.get("STYLIZER_SHARE", "") == "1", help="create a public Gradio share link (env STYLIZER_SHARE=1)")
+    parser.add_argument(
+        "--port", type=int, default=int(env.get("GRADIO_SERVER_PORT", "7860")), help="port (env GRADIO_SERVER_PORT; default 7860)"
+    )
+    parser.add_argument(
+        "--share",
+        action="store_true",
+        default=env.get("STYLIZER_SHARE", "") == "1",
+        help="create a public Gradio share link (env STYLIZER_SHARE=1)",
+    )
     parser.add_argument("--auth", default=env.get("STYLIZER_AUTH"), metavar="USER:PASS", help="require a login (env STYLIZER_AUTH)")
-    parser.add_argument("--queue-size", type=int, default=int(env.get("STYLIZER_QUEUE_SIZE", "32")), help="most jobs waiting at once (env STYLIZER_QUEUE_SIZE)")
+    parser.add_argument(
+        "--queue-size",
+        type=int,
+        default=int(env.get("STYLIZER_QUEUE_SIZE", "32")),
+        help="most jobs waiting at once (env STYLIZER_QUEUE_SIZE)",
+    )
     args = parser.parse_args(argv)
     if args.device is None and env.get("STYLIZER_DEVICES"):
         args.device = [d.strip() for d in env["STYLIZER_DEVICES"].split(",") if d.strip()]
@@ -94,18 +116,17 @@ def share_message(share_url: str | None, local_url: str, on_spaces: bool) -> str
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point."""
+    """Entry point; returns the exit status (2 with one line for a bad flag or missing weights)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    return run_command("stylizer", lambda: serve(args), hints={ModelLoadError: NO_DOWNLOAD_HINT})
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Build the app and serve it until the process is stopped."""
     from stylizer.ui import CSS, THEME
 
-    try:
-        demo, worker = create_app(args)
-    except StylizerError as exc:
-        print(f"stylizer: error: {exc}", file=sys.stderr)
-        if isinstance(exc, ModelLoadError):
-            print("stylizer: to try the app without any download: python app.py --model tiny (untrained test models)", file=sys.stderr)
-        return 2
+    demo, worker = create_app(args)
     demo.launch(**launch_options(args, worker.limits), theme=THEME, css=CSS, prevent_thread_lock=True)
     if args.share:
         print(share_message(demo.share_url, demo.local_url, on_spaces=bool(os.environ.get("SPACE_ID"))), file=sys.stderr, flush=True)

@@ -14,8 +14,10 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from stylizer.backends import DiffusionBackend, LatentBackend, PixelBackend
 from stylizer.encoders import ClipEncoder, VggEncoder
-from stylizer.models import LATENT_SIZE, PIXEL_SIZE, Models, Preset, build_clip, load_models
-from stylizer.tiny import clip_bpe_tokenizer
+from stylizer.loading import Models, Preset, load_models
+from stylizer.loading.build import build_clip
+from stylizer.loading.presets import LATENT_SIZE, PIXEL_SIZE
+from stylizer.loading.tiny import clip_bpe_tokenizer
 
 from . import configs
 

@@ -8,23 +8,22 @@ import datetime
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
-from stylizer.accel import EAGER, Speedups, speedups
 from stylizer.config import GUIDANCE_MODES, START_MODES, StyleConfig
-from stylizer.models import PRESETS, Models
-from stylizer.tiny import TINY, TINY_LATENT
+from stylizer.images import synthetic_picture
+from stylizer.loading import PRESETS, Models
+from stylizer.loading.presets import TINY, TINY_LATENT
+from stylizer.optimization import EAGER, Optimizations, optimizations_for
 
 from .build import bench_models, parameter_counts
 from .measure import machine_info, machine_tag
 from .profile import PROFILE_STEPS
-from .report import EAGER as EAGER_PATH
-from .report import OPTIMISED, document, table
+from .report import EAGER_PATH, OPTIMISED_PATH, document, table
 from .run import UNGUIDED, time_case
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -46,30 +45,61 @@ def build_parser() -> argparse.ArgumentParser:
         description="Time Stylizer's guided DDIM step on real-size architectures with random weights (or a tiny preset): "
         "the eager reference and the optimised path, guided and unguided, with memory; writes JSON and prints a table.",
     )
-    parser.add_argument("--backend", choices=tuple(ARCHITECTURES),
-                        help="real-size architecture: latent = Stable Diffusion 1.5 (UNet, VAE, text encoder), pixel = DDPM church-256 "
-                        "(default: latent, or the preset's)")
-    parser.add_argument("--preset", choices=TINY_PRESETS, help="time this tiny preset instead of a real-size architecture, for quick CPU runs")
-    parser.add_argument("--size", type=int, help="working resolution, long side in px (default: the models' own: 512 latent, 256 pixel, 64 tiny)")
-    parser.add_argument("--steps", type=int, default=job.steps, help=f"DDIM steps over the full schedule; a job runs steps x strength of them (default: {job.steps})")
-    parser.add_argument("--strength", type=float, default=job.strength, help=f"fraction of the schedule a job runs (default: {job.strength})")
+    parser.add_argument(
+        "--backend",
+        choices=tuple(ARCHITECTURES),
+        help="real-size architecture: latent = Stable Diffusion 1.5 (UNet, VAE, text encoder), pixel = DDPM church-256 "
+        "(default: latent, or the preset's)",
+    )
+    parser.add_argument(
+        "--preset", choices=TINY_PRESETS, help="time this tiny preset instead of a real-size architecture, for quick CPU runs"
+    )
+    parser.add_argument(
+        "--size", type=int, help="working resolution, long side in px (default: the models' own: 512 latent, 256 pixel, 64 tiny)"
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=job.steps,
+        help=f"DDIM steps over the full schedule; a job runs steps x strength of them (default: {job.steps})",
+    )
+    parser.add_argument(
+        "--strength", type=float, default=job.strength, help=f"fraction of the schedule a job runs (default: {job.strength})"
+    )
     parser.add_argument("--patches", type=int, default=job.n_patches, help=f"patch crops per step (default: {job.n_patches})")
     parser.add_argument("--start", choices=START_MODES, default=job.start, help=f"start point (default: {job.start})")
-    parser.add_argument("--preview-every", type=int, default=job.preview_every, help=f"a frame every N steps (default: {job.preview_every})")
-    parser.add_argument("--dtype", choices=tuple(DTYPES),
-                        help="the latent networks' precision, and the optimised path's autocast on CUDA (default: bf16 on CUDA, fp32 on CPU)")
+    parser.add_argument(
+        "--preview-every", type=int, default=job.preview_every, help=f"a frame every N steps (default: {job.preview_every})"
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=tuple(DTYPES),
+        help="the latent networks' precision, and the optimised path's autocast on CUDA (default: bf16 on CUDA, fp32 on CPU)",
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--mode", choices=(*GUIDANCE_MODES, BOTH), default=BOTH, help="guidance mode(s) to time (default: both)")
     parser.add_argument("--repeats", type=int, default=3, help="timed jobs per case, after one warm-up job (default: 3)")
-    parser.add_argument("--without", default="", metavar="NAMES",
-                        help=f"comma-separated speedups to leave out of the optimised path, to see what each buys: "
-                        f"{', '.join(f.name for f in dataclasses.fields(Speedups))}")
-    parser.add_argument("--compile-mode", choices=COMPILE_MODES,
-                        help="torch.compile mode of the optimised path on CUDA (default: torch's own); reduce-overhead uses CUDA graphs")
-    parser.add_argument("--profile", action="store_true",
-                        help=f"after each case's timed jobs, profile one more, short job (at most {PROFILE_STEPS} steps): device-busy fraction, kernel launches per step "
-                        "and the costliest operators (in the JSON, and summarised in the table)")
-    parser.add_argument("--out", type=Path, help=f"JSON file (default: {RESULTS_DIR.name}/<machine>-<models>-<date>.json next to this package)")
+    parser.add_argument(
+        "--without",
+        default="",
+        metavar="NAMES",
+        help=f"comma-separated optimizations to leave out of the optimised path, to see what each buys: "
+        f"{', '.join(f.name for f in dataclasses.fields(Optimizations))}",
+    )
+    parser.add_argument(
+        "--compile-mode",
+        choices=COMPILE_MODES,
+        help="torch.compile mode of the optimised path on CUDA (default: torch's own); reduce-overhead uses CUDA graphs",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help=f"after each case's timed jobs, profile one more, short job (at most {PROFILE_STEPS} steps): device-busy fraction, kernel launches per step "
+        "and the costliest operators (in the JSON, and summarised in the table)",
+    )
+    parser.add_argument(
+        "--out", type=Path, help=f"JSON file (default: {RESULTS_DIR.name}/<machine>-<models>-<date>.json next to this package)"
+    )
     return parser
 
 
@@ -85,29 +115,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.backend and preset_backend and args.backend != preset_backend:
         parser.error(f"--backend {args.backend} contradicts --preset {args.preset}, which is {preset_backend}")
     args.backend = args.backend or preset_backend or DEFAULT_BACKEND
-    optimised = dataclasses.replace(speedups(device, True, dtype), compile_mode=args.compile_mode)
-    paths = {EAGER_PATH: EAGER, OPTIMISED: _without(optimised, args.without, parser)}
+    optimised = dataclasses.replace(optimizations_for(device, True, dtype), compile_mode=args.compile_mode)
+    paths = {EAGER_PATH: EAGER, OPTIMISED_PATH: _without(optimised, args.without, parser)}
 
     started = time.perf_counter()
     models = bench_models(args.backend, device, dtype, args.preset)
     load_s = time.perf_counter() - started
     config = StyleConfig(
-        prompt=PROMPT, size=args.size or models.preset.size, steps=args.steps, strength=args.strength,
-        n_patches=args.patches, start=args.start, preview_every=args.preview_every,
+        prompt=PROMPT,
+        size=args.size or models.preset.size,
+        steps=args.steps,
+        strength=args.strength,
+        n_patches=args.patches,
+        start=args.start,
+        preview_every=args.preview_every,
     ).validated()
-    picture = bench_picture(config.size)
+    picture = synthetic_picture(config.size, config.size)
     guidances = (UNGUIDED, *(GUIDANCE_MODES if args.mode == BOTH else (args.mode,)))
 
     args.out = args.out or RESULTS_DIR / f"{machine_tag(device)}-{args.preset or ARCHITECTURES[args.backend]}-{datetime.date.today()}.json"
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    settings = {**_plain(vars(args)), "dtype": str(dtype), "config": config.to_dict(),
-                "speedups": {path: _plain(dataclasses.asdict(speed)) for path, speed in paths.items()}}
+    settings = {
+        **_plain(vars(args)),
+        "dtype": str(dtype),
+        "config": config.to_dict(),
+        "optimizations": {path: _plain(dataclasses.asdict(optimizations)) for path, optimizations in paths.items()},
+    }
     machine, described = machine_info(device), _describe(models, load_s)
     results = []
-    for path, speed in paths.items():  # eager first: the optimised path leaves the weights channels_last
+    for path, optimizations in paths.items():  # eager first: the optimised path leaves the weights channels_last
         for guidance in guidances:
-            print(f"bench: timing {path} {guidance} ({models.name}, {config.size} px, {config.denoise_steps} steps)", file=sys.stderr, flush=True)
-            results.append(time_case(models, picture, config, path, guidance, speed, args.repeats, args.profile))
+            print(
+                f"bench: timing {path} {guidance} ({models.name}, {config.size} px, {config.denoise_steps} steps)",
+                file=sys.stderr,
+                flush=True,
+            )
+            results.append(time_case(models, picture, config, path, guidance, optimizations, args.repeats, args.profile))
             # Rewritten after every case, so a run cut short still leaves what it measured.
             doc = document(machine, settings, described, results)
             args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
@@ -116,22 +159,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def bench_picture(side: int) -> Image.Image:
-    """A square, smooth, structured picture (gradients and a disc): the content does not change the timings."""
-    y, x = np.mgrid[0:side, 0:side].astype(np.float32) / max(side - 1, 1)
-    disc = ((x - 0.6) ** 2 + (y - 0.4) ** 2 < 0.25**2).astype(np.float32)
-    rgb = np.stack([x, y, 0.3 + 0.6 * disc], axis=-1)
-    return Image.fromarray((rgb * 255).astype(np.uint8), mode="RGB")
-
-
-def _without(speed: Speedups, names: str, parser: argparse.ArgumentParser) -> Speedups:
-    """``speed`` with the named speedups turned off."""
+def _without(optimizations: Optimizations, names: str, parser: argparse.ArgumentParser) -> Optimizations:
+    """``optimizations`` with the named optimizations turned off."""
     chosen = [name.strip() for name in names.split(",") if name.strip()]
-    known = {f.name for f in dataclasses.fields(Speedups)}
+    known = {f.name for f in dataclasses.fields(Optimizations)}
     unknown = sorted(set(chosen) - known)
     if unknown:
         parser.error(f"--without: unknown speedup(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
-    return dataclasses.replace(speed, **{name: getattr(EAGER, name) for name in chosen})
+    return dataclasses.replace(optimizations, **{name: getattr(EAGER, name) for name in chosen})
 
 
 def _describe(models: Models, load_s: float) -> dict[str, Any]:

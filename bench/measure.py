@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import importlib.metadata
 import itertools
@@ -17,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from stylizer.memory import trim_host_heap
 
 MB = 2**20
 # Libraries whose versions change the timings, by distribution name.
@@ -72,14 +72,14 @@ class PeakMemory:
         self.before_mb = 0.0
         self.peak_mb = 0.0
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self.kind, self.before_mb = "cuda_max_memory_allocated", torch.cuda.memory_allocated(self.device) / MB
         else:
-            _trim_heap()
+            trim_host_heap()
             if _reset_rss_peak():
                 self.kind, self.before_mb = "cpu_rss_peak_delta", _proc_status_kb("VmRSS") * 1024 / MB
             else:
@@ -119,14 +119,6 @@ def machine_tag(device: torch.device) -> str:
     """A short file-name-safe name of the machine: the GPU's name, or ``cpu-<N>core``."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu-{os.cpu_count()}core"
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
-def _trim_heap() -> None:
-    """Hand the C heap's free memory back to the system, where the C library can (glibc's ``malloc_trim``)."""
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    if libc is not None and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
 
 
 def _reset_rss_peak() -> bool:

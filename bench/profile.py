@@ -16,9 +16,9 @@ from PIL import Image
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from stylizer.accel import Speedups
 from stylizer.config import StyleConfig
-from stylizer.models import Models
+from stylizer.loading import Models
+from stylizer.optimization import Optimizations
 from stylizer.sampler import stylize
 
 US = 1e-6
@@ -29,7 +29,7 @@ PROFILE_STEPS = 10
 TOP_OPERATORS = 12
 
 
-def profile_job(models: Models, picture: Image.Image, config: StyleConfig, speed: Speedups) -> dict[str, Any]:
+def profile_job(models: Models, picture: Image.Image, config: StyleConfig, optimizations: Optimizations) -> dict[str, Any]:
     """Run one short job of ``config`` (at most :data:`PROFILE_STEPS` steps) under the PyTorch profiler and summarise it.
 
     Returns:
@@ -45,7 +45,7 @@ def profile_job(models: Models, picture: Image.Image, config: StyleConfig, speed
     activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
     with profile(activities=activities) as prof:
         started = time.perf_counter()
-        for _ in stylize(models, picture, config, optimize=speed):
+        for _ in stylize(models, picture, config, optimize=optimizations):
             pass
         if cuda:
             torch.cuda.synchronize()
@@ -64,7 +64,6 @@ def profile_job(models: Models, picture: Image.Image, config: StyleConfig, speed
         "operator_calls_per_step": sum(e.count for e in operators) / steps,
         "device_kernels_per_step": sum(e.count for e in kernels) / steps,
         "top": [
-            {"name": e.key, "calls": e.count, "self_ms": cost(e) * US * 1000, "self_cpu_ms": e.self_cpu_time_total * US * 1000}
-            for e in top
+            {"name": e.key, "calls": e.count, "self_ms": cost(e) * US * 1000, "self_cpu_ms": e.self_cpu_time_total * US * 1000} for e in top
         ],
     }

@@ -6,8 +6,8 @@ from typing import Any
 
 from .run import UNGUIDED, CaseResult, image_difference
 
-EAGER, OPTIMISED = "eager", "optimised"
-PATHS = (EAGER, OPTIMISED)
+EAGER_PATH, OPTIMISED_PATH = "eager", "optimised"
+PATHS = (EAGER_PATH, OPTIMISED_PATH)
 
 
 def ratios(results: list[CaseResult]) -> dict[str, dict[str, Any]]:
@@ -35,7 +35,7 @@ def ratios(results: list[CaseResult]) -> dict[str, dict[str, Any]]:
             if base and case and base.step_s and case.step_s:
                 out["guided_over_unguided"][f"{path}/{mode}"] = case.step_s / base.step_s
     for guidance in [*guided, UNGUIDED]:
-        eager, fast = cases.get((EAGER, guidance)), cases.get((OPTIMISED, guidance))
+        eager, fast = cases.get((EAGER_PATH, guidance)), cases.get((OPTIMISED_PATH, guidance))
         if not (eager and fast):
             continue
         if eager.step_s and fast.step_s:

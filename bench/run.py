@@ -16,18 +16,17 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from stylizer.accel import Speedups
 from stylizer.config import StyleConfig
-from stylizer.models import Models
+from stylizer.loading import Models
+from stylizer.optimization import Optimizations
 from stylizer.sampler import stylize
+from stylizer.warmup import WARMUP_STEPS
 
 from .measure import PeakMemory, StepClock
 from .profile import profile_job
 
 UNGUIDED = "unguided"
 NO_GUIDANCE = dict(w_dir=0.0, w_patch=0.0, w_content=0.0, w_tv=0.0)
-# The warm-up job's steps (over the whole schedule): enough to run, and on CUDA compile, every graph a job runs.
-WARMUP_STEPS = 2
 # Step intervals dropped at the start of every timed job: the first pays for lazily built state.
 SETTLING_INTERVALS = 1
 
@@ -98,7 +97,7 @@ def time_case(
     config: StyleConfig,
     path: str,
     guidance: str,
-    speed: Speedups,
+    optimizations: Optimizations,
     repeats: int,
     profiled: bool = False,
 ) -> CaseResult:
@@ -109,8 +108,8 @@ def time_case(
     """
     job_config = guidance_config(config, guidance)
     warm_config = dataclasses.replace(job_config, steps=WARMUP_STEPS, strength=1.0)
-    warmup_s = _job(models, picture, warm_config, speed).seconds
-    jobs = [_job(models, picture, job_config, speed) for _ in range(repeats)]
+    warmup_s = _job(models, picture, warm_config, optimizations).seconds
+    jobs = [_job(models, picture, job_config, optimizations) for _ in range(repeats)]
     intervals = [s for job in jobs for s in job.intervals[SETTLING_INTERVALS:]]
     peak = max(jobs, key=lambda job: job.peak_mb)
     return CaseResult(
@@ -127,7 +126,7 @@ def time_case(
         memory_before_mb=peak.before_mb,
         losses=jobs[-1].final.losses,
         image=jobs[-1].final.image,
-        profile=profile_job(models, picture, job_config, speed) if profiled else None,
+        profile=profile_job(models, picture, job_config, optimizations) if profiled else None,
     )
 
 
@@ -137,12 +136,12 @@ def image_difference(a: Image.Image, b: Image.Image) -> dict[str, float]:
     return {"max": float(diff.max()), "mean": float(diff.mean())}
 
 
-def _job(models: Models, picture: Image.Image, config: StyleConfig, speed: Speedups) -> _Job:
+def _job(models: Models, picture: Image.Image, config: StyleConfig, optimizations: Optimizations) -> _Job:
     clock = StepClock(models.device)
     first: tuple[float, int] | None = None
     with PeakMemory(models.device) as memory:
         started = time.perf_counter()
-        for frame in stylize(models, picture, config, on_step=clock, optimize=speed):
+        for frame in stylize(models, picture, config, on_step=clock, optimize=optimizations):
             if first is None:
                 first = (time.perf_counter() - started, frame.step)
         seconds = time.perf_counter() - started

@@ -14,7 +14,7 @@ Library use::
 from .config import Limits, StyleConfig
 from .errors import ConfigError, InputError, ModelLoadError, StylizerError
 from .images import load_image
-from .models import PRESETS, load_models
+from .loading import PRESETS, load_models
 from .sampler import Frame, stylize
 
 __all__ = [

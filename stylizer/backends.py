@@ -5,16 +5,18 @@ The sampler only talks to :class:`DiffusionBackend`; adding a backend never fork
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from torch import nn
 
-from .accel import EAGER, Speedups
 from .errors import ModelLoadError
+from .optimization import EAGER, Optimizations
 
 # The sampler's guidance shifts ε; models trained to predict v are converted to ε in :meth:`eps`.
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -28,12 +30,30 @@ PREVIEW_MAX_SIDE = 256
 VAE_TILE_SIDE = 768
 
 
+@dataclass(frozen=True)
+class TextCondition:
+    """Text embeddings for the UNet's cross-attention, computed once per job.
+
+    Attributes:
+        embeds: (1, L, D) for a single pass (the empty prompt alone, or one text alone),
+            or (2, L, D) = [empty prompt, text] for classifier-free guidance.
+        cfg_scale: ε = ε(∅) + cfg_scale·(ε(text) − ε(∅)); used only with two embeddings.
+    """
+
+    embeds: torch.Tensor
+    cfg_scale: float = 1.0
+
+
+# What a backend's UNet is conditioned on: text embeddings, or nothing for unconditional models.
+Condition = TextCondition | None
+
+
 def downsampling(net: nn.Module) -> int:
     """Total downsampling factor of a diffusers UNet or VAE: 2 per block after the first."""
     return 2 ** (len(net.config.block_out_channels) - 1)
 
 
-class DiffusionBackend:
+class DiffusionBackend(ABC):
     """What the guided DDIM loop needs from a diffusion model.
 
     Attributes:
@@ -50,9 +70,7 @@ class DiffusionBackend:
         config = dict(scheduler_config)
         self.prediction_type = config.get("prediction_type", "epsilon")
         if self.prediction_type not in PREDICTION_TYPES:
-            raise ModelLoadError(
-                f"the model predicts {self.prediction_type!r}; only {' and '.join(PREDICTION_TYPES)} models are supported"
-            )
+            raise ModelLoadError(f"the model predicts {self.prediction_type!r}; only {' and '.join(PREDICTION_TYPES)} models are supported")
         # The scheduler always receives ε (see :meth:`to_epsilon`).
         config["prediction_type"] = "epsilon"
         self.scheduler_config = config
@@ -60,41 +78,41 @@ class DiffusionBackend:
         self._timestep_tables: dict[torch.device, torch.Tensor] = {}
 
     @property
+    @abstractmethod
     def networks(self) -> tuple[nn.Module, ...]:
-        """The networks the guided step runs, for layout changes (see :func:`stylizer.accel.set_layout`)."""
-        raise NotImplementedError
+        """The networks the guided step runs, for layout changes (see :func:`stylizer.optimization.set_layout`)."""
 
     def new_scheduler(self) -> DDIMScheduler:
         """A fresh DDIM scheduler (schedulers hold per-job state, so never share one)."""
         return DDIMScheduler.from_config(self.scheduler_config)
 
+    @abstractmethod
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """(1, 3, H, W) image in [-1, 1] -> the space the UNet denoises."""
-        raise NotImplementedError
 
-    def decode(self, sample: torch.Tensor, speed: Speedups = EAGER) -> torch.Tensor:
-        """Differentiable inverse of :meth:`encode`; the networks run as ``speed`` says."""
-        raise NotImplementedError
+    @abstractmethod
+    def decode(self, sample: torch.Tensor, optimizations: Optimizations = EAGER) -> torch.Tensor:
+        """Differentiable inverse of :meth:`encode`; the networks run as ``optimizations`` says."""
 
     def preview(self, sample: torch.Tensor) -> torch.Tensor:
         """A cheap, non-differentiable decode for streamed frames."""
         with torch.no_grad():
             return self.decode(sample)
 
-    def condition(self, prompt: str, reference: str, cfg_scale: float) -> Any:
+    def condition(self, prompt: str, cfg_scale: float) -> Condition:
         """Per-job UNet conditioning for the style prompt (``None`` for unconditional models)."""
         return None
 
-    def inversion_condition(self, reference: str) -> Any:
+    def inversion_condition(self, reference: str) -> Condition:
         """Conditioning used while DDIM-inverting the input."""
         return None
 
-    def eps(self, sample: torch.Tensor, t: torch.Tensor, cond: Any, speed: Speedups = EAGER) -> torch.Tensor:
-        """Predicted noise ε(x_t, t) in ``sample``'s dtype; the networks run as ``speed`` says.
+    @abstractmethod
+    def eps(self, sample: torch.Tensor, t: torch.Tensor, cond: Condition, optimizations: Optimizations = EAGER) -> torch.Tensor:
+        """Predicted noise ε(x_t, t) in ``sample``'s dtype; the networks run as ``optimizations`` says.
 
         ``t`` is best a CPU timestep (see :meth:`net_timestep`).
         """
-        raise NotImplementedError
 
     def net_timestep(self, t: torch.Tensor, device: torch.device) -> torch.Tensor:
         """The timestep ``t`` as a 0-dim tensor on ``device``, without a transfer.
@@ -140,28 +158,14 @@ class PixelBackend(DiffusionBackend):
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         return image
 
-    def decode(self, sample: torch.Tensor, speed: Speedups = EAGER) -> torch.Tensor:
+    def decode(self, sample: torch.Tensor, optimizations: Optimizations = EAGER) -> torch.Tensor:
         return sample
 
-    def eps(self, sample: torch.Tensor, t: torch.Tensor, cond: Any, speed: Speedups = EAGER) -> torch.Tensor:
-        out = speed.network(self.unet)(sample, self.net_timestep(t, sample.device)).sample
+    def eps(self, sample: torch.Tensor, t: torch.Tensor, cond: Condition, optimizations: Optimizations = EAGER) -> torch.Tensor:
+        out = optimizations.network(self.unet)(sample, self.net_timestep(t, sample.device)).sample
         # Models trained with a learned variance (e.g. OpenAI's) output [ε, v]; DDIM needs ε only.
         # Under autocast the UNet answers in half precision; the DDIM arithmetic stays in the sample's.
         return self.to_epsilon(out[:, : sample.shape[1]].to(sample.dtype), sample, t)
-
-
-@dataclass(frozen=True)
-class TextCondition:
-    """Text embeddings for the UNet's cross-attention, computed once per job.
-
-    Attributes:
-        embeds: (1, L, D) for a single pass (the empty prompt alone, or one text alone),
-            or (2, L, D) = [empty prompt, text] for classifier-free guidance.
-        cfg_scale: ε = ε(∅) + cfg_scale·(ε(text) − ε(∅)); used only with two embeddings.
-    """
-
-    embeds: torch.Tensor
-    cfg_scale: float = 1.0
 
 
 class LatentBackend(DiffusionBackend):
@@ -226,9 +230,9 @@ class LatentBackend(DiffusionBackend):
         latent = self.vae.encode(image.to(self.dtype)).latent_dist.mode()
         return latent.float() * self.scaling_factor
 
-    def decode(self, sample: torch.Tensor, speed: Speedups = EAGER) -> torch.Tensor:
+    def decode(self, sample: torch.Tensor, optimizations: Optimizations = EAGER) -> torch.Tensor:
         """Scaled latent -> float32 image in about [-1, 1], differentiable through the VAE decoder."""
-        decode = speed.network(self.vae, "decode")
+        decode = optimizations.network(self.vae, "decode")
         return decode((sample / self.scaling_factor).to(self.dtype)).sample.float()
 
     def preview(self, sample: torch.Tensor) -> torch.Tensor:
@@ -243,12 +247,10 @@ class LatentBackend(DiffusionBackend):
     @torch.no_grad()
     def embed(self, texts: list[str]) -> torch.Tensor:
         """(len(texts), L, D) last hidden states of the text encoder, as SD 1.x and 2.x condition on."""
-        tokens = self.tokenizer(
-            texts, padding="max_length", max_length=self.max_tokens, truncation=True, return_tensors="pt"
-        ).input_ids
+        tokens = self.tokenizer(texts, padding="max_length", max_length=self.max_tokens, truncation=True, return_tensors="pt").input_ids
         return self.text_encoder(tokens.to(self.text_encoder.device))[0].to(self.dtype)
 
-    def condition(self, prompt: str, reference: str, cfg_scale: float) -> TextCondition:
+    def condition(self, prompt: str, cfg_scale: float) -> TextCondition:
         """Classifier-free guidance on the style prompt, with as few UNet passes as the scale allows.
 
         ``cfg_scale`` 0 is the unconditional (empty-prompt) ε alone, so only CLIP guides;
@@ -270,11 +272,11 @@ class LatentBackend(DiffusionBackend):
         """
         return TextCondition(self.embed([reference]))
 
-    def eps(self, sample: torch.Tensor, t: torch.Tensor, cond: TextCondition, speed: Speedups = EAGER) -> torch.Tensor:
+    def eps(self, sample: torch.Tensor, t: torch.Tensor, cond: TextCondition, optimizations: Optimizations = EAGER) -> torch.Tensor:
         """Predicted ε(x_t, t | text), in float32; differentiable with respect to ``sample``."""
         batch = cond.embeds.shape[0]
         x = sample.to(self.dtype).expand(batch, -1, -1, -1)
-        unet = speed.network(self.unet)
+        unet = optimizations.network(self.unet)
         out = unet(x, self.net_timestep(t, x.device), encoder_hidden_states=cond.embeds).sample.float()
         if batch > 1:
             uncond, text = out.chunk(2)

@@ -11,68 +11,68 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
-from .config import GUIDANCE_MODES, START_MODES, ConfigError, Limits, StyleConfig
 from .commands import OneLineParser, run_command
+from .config import ConfigError, Knob, Limits, StyleConfig, knobs
 
-# CLI flag -> StyleConfig field, for every knob the command line exposes.
-KNOB_FLAGS = {
-    "reference": "--reference",
-    "steps": "--steps",
-    "strength": "--strength",
-    "size": "--size",
-    "seed": "--seed",
-    "w_dir": "--w-dir",
-    "w_patch": "--w-patch",
-    "w_content": "--w-content",
-    "w_tv": "--w-tv",
-    "guidance_scale": "--guidance-scale",
-    "max_shift": "--max-shift",
-    "cfg_scale": "--cfg-scale",
-    "start": "--start",
-    "mode": "--mode",
-    "n_patches": "--patches",
-    "patch_size": "--patch-size",
-    "threshold": "--threshold",
-    "distortion": "--distortion",
-    "preview_every": "--preview-every",
-}
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+METAVARS = {int: "N", float: "F", str: "TEXT"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The stylize command's argument parser."""
-    from .models import CLIP_MODELS, DEFAULT_PRESET, PRESETS
+    """The stylize command's argument parser: fixed options, then one option per :class:`StyleConfig` knob."""
+    from .loading import CLIP_MODELS, DEFAULT_PRESET, PRESETS
 
-    fields = {f.name: f for f in dataclasses.fields(StyleConfig)}
     parser = OneLineParser(
         prog="python -m stylizer",
         description="Restyle an image from a text prompt with CLIP-guided DDIM diffusion. "
         "Also: `python -m stylizer download [--model NAME]` fetches weights ahead of time.",
     )
     parser.add_argument("input", help="input image (PNG, JPEG, WebP, GIF, BMP, TIFF)")
-    parser.add_argument("-p", "--prompt", required=True, help="style text, e.g. 'drawing with black ink'")
     parser.add_argument("-o", "--output", required=True, help="output image path (.png, .jpg, .webp, ...)")
-    parser.add_argument("--model", default=DEFAULT_PRESET, help=f"preset ({', '.join(PRESETS)}), diffusers folder or repo id (default: {DEFAULT_PRESET})")
+    parser.add_argument(
+        "--model", default=DEFAULT_PRESET, help=f"preset ({', '.join(PRESETS)}), diffusers folder or repo id (default: {DEFAULT_PRESET})"
+    )
     parser.add_argument("--clip", choices=list(CLIP_MODELS), help="guidance CLIP (default: the preset's)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--frames", metavar="GIF", help="also write the denoising trajectory as an animated GIF")
     parser.add_argument("--json", action="store_true", help="print the output path, settings and final losses as JSON")
     # Off by default: on CUDA the optimised step compiles on its first call, which a single job rarely repays.
-    parser.add_argument("--optimize", action=argparse.BooleanOptionalAction, default=False,
-                        help="run the optimised guided step (on CUDA: bf16 autocast, channels_last and torch.compile, whose "
-                        "kernels are cached on disk for the next run) instead of the eager reference (default: eager)")
-    for name, flag in KNOB_FLAGS.items():
-        f = fields[name]
-        kind = type(f.default)
-        choices = {"start": START_MODES, "mode": GUIDANCE_MODES}.get(name)
-        default = "the preset's" if name == "size" else f.default
-        metavar = None if choices else {int: "N", float: "F", str: "TEXT"}[kind]
-        parser.add_argument(flag, dest=name, type=kind, choices=choices, default=None, metavar=metavar,
-                            help=f"{f.metadata.get('help', '')} (default: {default})")
+    parser.add_argument(
+        "--optimize",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="run the optimised guided step (on CUDA: bf16 autocast, channels_last and torch.compile, whose "
+        "kernels are cached on disk for the next run) instead of the eager reference (default: eager)",
+    )
+    for f in dataclasses.fields(StyleConfig):
+        add_knob_option(parser, f.name, f.metadata["knob"], f.default)
     return parser
+
+
+def knob_flags(name: str, knob: Knob) -> tuple[str, ...]:
+    """The command-line option strings of a setting: its short alias, if any, and its long flag."""
+    flag = knob.flag or "--" + name.replace("_", "-")
+    return (knob.short, flag) if knob.short else (flag,)
+
+
+def add_knob_option(parser: argparse.ArgumentParser, name: str, knob: Knob, default: Any) -> None:
+    """One option for one setting; left unset it stays ``None``, so the config's (or the preset's) default applies."""
+    kind = type(default)
+    shown = "the preset's" if knob.preset_default else default
+    parser.add_argument(
+        *knob_flags(name, knob),
+        dest=name,
+        type=kind,
+        choices=knob.choices,
+        required=knob.required,
+        default=None,
+        metavar=None if knob.choices else METAVARS[kind],
+        help=knob.help if knob.required else f"{knob.help} (default: {shown})",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,7 +88,7 @@ def _stylize(args: argparse.Namespace) -> int:
 
     from .images import save_animation
     from .inputs import prepare_job
-    from .models import load_models, resolve_preset
+    from .loading import load_models, resolve_preset
     from .sampler import stylize
     from .warmup import persist_compile_cache
 
@@ -96,9 +96,9 @@ def _stylize(args: argparse.Namespace) -> int:
     if args.frames:
         _writable_path(args.frames, (".gif",), "--frames")
     preset = resolve_preset(args.model, args.clip)
-    settings = {name: getattr(args, name) for name in KNOB_FLAGS if getattr(args, name) is not None}
+    settings = {name: getattr(args, name) for name in knobs() if getattr(args, name) is not None}
     settings.setdefault("size", preset.size)
-    job = prepare_job(args.input, {"prompt": args.prompt, **settings}, Limits.from_env())
+    job = prepare_job(args.input, settings, Limits.from_env())
     config = job.config
     for note in job.notes:
         print(f"stylizer: note: {note}", file=sys.stderr)
@@ -112,15 +112,17 @@ def _stylize(args: argparse.Namespace) -> int:
     frames = []
     # One bar over every network pass: the inversion's (start "invert") and then the guided steps.
     inversion = config.denoise_steps if config.start == "invert" else 0
-    with tqdm(total=inversion + config.denoise_steps, desc="inverting" if inversion else "stylizing", unit="step",
-              file=sys.stderr, leave=False) as bar:
+    with tqdm(
+        total=inversion + config.denoise_steps, desc="inverting" if inversion else "stylizing", unit="step", file=sys.stderr, leave=False
+    ) as bar:
 
         def guided_step(done: int, total: int) -> None:
             bar.set_description("stylizing", refresh=False)
             bar.update(1)
 
-        for frame in stylize(models, job.image, config, on_step=guided_step, optimize=args.optimize,
-                             on_invert=lambda done, total: bar.update(1)):
+        for frame in stylize(
+            models, job.image, config, on_step=guided_step, optimize=args.optimize, on_invert=lambda done, total: bar.update(1)
+        ):
             frames.append(frame)
     seconds = time.perf_counter() - started
     result = frames[-1]
@@ -143,10 +145,14 @@ def _stylize(args: argparse.Namespace) -> int:
 
 
 def _download(argv: Sequence[str]) -> int:
-    from .models import CLIP_MODELS, DEFAULT_PRESET, PRESETS, download
+    from .loading import CLIP_MODELS, DEFAULT_PRESET, PRESETS, download
 
-    parser = OneLineParser(prog="python -m stylizer download", description="Fetch every weight a preset needs into the local caches (HF_HOME, TORCH_HOME).")
-    parser.add_argument("--model", default=DEFAULT_PRESET, help=f"preset ({', '.join(PRESETS)}), diffusers folder or repo id (default: {DEFAULT_PRESET})")
+    parser = OneLineParser(
+        prog="python -m stylizer download", description="Fetch every weight a preset needs into the local caches (HF_HOME, TORCH_HOME)."
+    )
+    parser.add_argument(
+        "--model", default=DEFAULT_PRESET, help=f"preset ({', '.join(PRESETS)}), diffusers folder or repo id (default: {DEFAULT_PRESET})"
+    )
     parser.add_argument("--clip", choices=list(CLIP_MODELS), help="guidance CLIP (default: the preset's)")
     args = parser.parse_args(argv)
     fetched = download(args.model, args.clip)
@@ -158,7 +164,10 @@ def _download(argv: Sequence[str]) -> int:
         print(f"  {state}  {entry.source}  {entry.filename}  {_size(entry.size)}", file=sys.stderr)
     total = sum(e.size for e in fetched)
     new = sum(e.size for e in fetched if e.downloaded)
-    print(f"stylizer: {args.model} is ready: {len(fetched)} files, {_size(total)} in the caches ({_size(new)} downloaded now)", file=sys.stderr)
+    print(
+        f"stylizer: {args.model} is ready: {len(fetched)} files, {_size(total)} in the caches ({_size(new)} downloaded now)",
+        file=sys.stderr,
+    )
     return 0
 
 

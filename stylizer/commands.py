@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable, Mapping
 
 from .errors import ConfigError, StylizerError
 
@@ -22,17 +22,21 @@ class OneLineParser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
-def run_command(prog: str, body: Callable[[], int]) -> int:
+def run_command(prog: str, body: Callable[[], int], hints: Mapping[type[StylizerError], str] | None = None) -> int:
     """Run ``body`` and turn every failure into an exit status and one line on stderr.
 
     Args:
         prog: the command's name, used as the message prefix.
         body: does the work and returns the exit status.
+        hints: a second line for errors of these types (e.g. what to try instead).
     """
     try:
         return body()
     except StylizerError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
+        for kind, hint in (hints or {}).items():
+            if isinstance(exc, kind):
+                print(f"{prog}: {hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -1,9 +1,12 @@
-"""Every knob of a stylization job, its default, its range and its validation.
+"""Every knob of a stylization job: its default, range, validation, and how each front end shows it.
 
-``StyleConfig`` is the single source of truth: the CLI, the app's sliders and the
-API all build one and call :meth:`StyleConfig.validated`. Server-wide caps that a
-deployer may lower (resolution, steps, patches, pixels, upload size, wall time)
-live in :class:`Limits` and are read from ``STYLIZER_*`` environment variables.
+``StyleConfig`` is the single source of truth. Each field's metadata is a :class:`Knob`
+that holds what the command line (flag), the page (label, slider step, group) and the
+``/stylize`` API need, so :mod:`stylizer.cli` and :mod:`stylizer.ui` derive their options
+and controls from this table: a new setting is one field here. Every front end builds a
+``StyleConfig`` and calls :meth:`StyleConfig.validated`. Server-wide caps that a deployer
+may lower (resolution, steps, patches, pixels, upload size, wall time) live in
+:class:`Limits` and are read from ``STYLIZER_*`` environment variables.
 """
 
 from __future__ import annotations
@@ -13,19 +16,62 @@ import json
 import math
 import os
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ConfigError
 
 START_MODES = ("noise", "invert")
 GUIDANCE_MODES = ("full", "fast")
-MAX_PROMPT_CHARS = 1000
+# Only a guard against abusive payloads: longer texts are accepted and cut to CLIP's context with a note.
+MAX_PROMPT_CHARS = 20_000
+MAIN, ADVANCED = "main", "advanced"
 
 
-def _knob(default: Any, lo: float | None = None, hi: float | None = None, help: str = "", limit: str | None = None):
-    """A dataclass field carrying its range, help text and optional server limit name."""
-    return field(default=default, metadata={"range": (lo, hi), "help": help, "limit": limit})
+@dataclass(frozen=True)
+class Knob:
+    """How one setting is checked and shown; the metadata of every :class:`StyleConfig` field.
+
+    Attributes:
+        help: one line for ``--help`` and the API docs.
+        label: the page's label for the control.
+        low, high: the allowed range of a number (None: unbounded on that side).
+        limit: the :class:`Limits` attribute that caps ``high`` on this server, if any.
+        choices: the allowed values of a text setting chosen from a list (a radio on the page).
+        flag: the command-line option (default: ``--`` and the name with dashes).
+        short: a one-letter command-line alias, e.g. ``-p``.
+        required: the command line insists on it.
+        step: the slider's step; a number without one is a plain number box (the seed).
+        group: :data:`MAIN` (always shown) or :data:`ADVANCED` (in the *Advanced* section).
+        info: a hint under the page's control.
+        placeholder: grey example text in an empty text box.
+        api: on the page and a parameter of the ``/stylize`` API (every knob is on the command line).
+        preset_default: the default comes from the loaded model (its working size), not from the field.
+        latent_only: only latent models use it; the page shows it disabled for pixel models.
+    """
+
+    help: str
+    label: str
+    low: float | None = None
+    high: float | None = None
+    limit: str | None = None
+    choices: tuple[str, ...] | None = None
+    flag: str | None = None
+    short: str | None = None
+    required: bool = False
+    step: float | None = None
+    group: str = ADVANCED
+    info: str | None = None
+    placeholder: str | None = None
+    api: bool = True
+    preset_default: bool = False
+    latent_only: bool = False
+
+
+def _knob(default: Any, help: str, label: str, **knob: Any) -> Any:
+    """A dataclass field whose metadata is its :class:`Knob`."""
+    return field(default=default, metadata={"knob": Knob(help, label, **knob)})
 
 
 @dataclass(frozen=True)
@@ -56,7 +102,7 @@ class Limits:
         return int(self.max_upload_mb * 2**20)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Limits":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
         """Build limits from ``STYLIZER_*`` variables, falling back to the defaults."""
         env = os.environ if environ is None else environ
         names = {
@@ -90,46 +136,91 @@ class StyleConfig:
 
     Loss weights multiply the four guidance terms; ``guidance_scale`` multiplies
     them all. Defaults follow CLIPstyler's ratios (directional : patch : content)
-    rescaled for per-step diffusion guidance.
+    rescaled for per-step diffusion guidance. The field order is the ``/stylize``
+    API's parameter order, so new fields go at the end.
     """
 
-    prompt: str = ""
-    reference: str = _knob("a photo", help="source text the style direction starts from")
-    w_dir: float = _knob(2000.0, 0, 50_000, "global directional CLIP loss weight")
-    w_patch: float = _knob(4000.0, 0, 100_000, "patch directional CLIP loss weight")
-    w_content: float = _knob(100.0, 0, 10_000, "VGG16 content loss weight")
-    w_tv: float = _knob(150.0, 0, 10_000, "total-variation loss weight")
-    guidance_scale: float = _knob(1.0, 0, 100, "multiplies every loss weight")
-    max_shift: float = _knob(0.1, 0, 2, "cap on the RMS of the guidance's change to ε per step (0: no cap)")
-    cfg_scale: float = _knob(7.5, 0, 30, "classifier-free guidance (latent backend only; 0 turns it off)")
-    steps: int = _knob(50, 1, 1000, "DDIM steps over the full schedule", limit="max_steps")
-    strength: float = _knob(0.6, 0.01, 1.0, "how far to noise the input (fraction of the schedule)")
-    start: str = _knob("invert", help="start point: 'noise' (SDEdit) or 'invert' (DDIM inversion)")
-    mode: str = _knob("fast", help="gradient through the UNet ('full') or on the predicted x0 only ('fast')")
-    n_patches: int = _knob(32, 0, 512, "number of random patch crops", limit="max_patches")
-    patch_size: int = _knob(128, 8, 1024, "patch crop size in px (clamped to the image's short side)")
-    threshold: float = _knob(0.7, 0, 2, "patch losses below this are ignored")
-    distortion: float = _knob(0.5, 0, 1, "random perspective strength of the crops")
-    size: int = _knob(256, 32, 4096, "working resolution: the long side in px", limit="max_size")
-    seed: int = _knob(0, 0, 2**32 - 1, "random seed")
-    preview_every: int = _knob(5, 1, 1000, "yield a preview frame every N steps")
+    prompt: str = _knob(
+        "",
+        "the style, e.g. 'drawing with black ink'",
+        "Style prompt",
+        short="-p",
+        required=True,
+        group=MAIN,
+        placeholder="drawing with black ink",
+    )
+    reference: str = _knob("a photo", "source text the style direction starts from", "Reference text (what the input is)", group=MAIN)
+    w_dir: float = _knob(
+        2000.0, "global directional CLIP loss weight", "Directional style (global CLIP)", low=0, high=50_000, group=MAIN, step=1
+    )
+    w_patch: float = _knob(
+        4000.0, "patch directional CLIP loss weight", "Patch style (local CLIP)", low=0, high=100_000, group=MAIN, step=1
+    )
+    w_content: float = _knob(100.0, "VGG16 content loss weight", "Content (keep structure)", low=0, high=10_000, group=MAIN, step=1)
+    w_tv: float = _knob(150.0, "total-variation loss weight", "Smoothness (total variation)", low=0, high=10_000, group=MAIN, step=1)
+    steps: int = _knob(50, "DDIM steps over the full schedule", "Steps", low=1, high=1000, limit="max_steps", step=1)
+    strength: float = _knob(
+        0.6, "how far to noise the input (fraction of the schedule)", "Strength (how far from the input)", low=0.01, high=1.0, step=0.01
+    )
+    start: str = _knob(
+        "invert",
+        "start point: 'noise' (SDEdit) or 'invert' (DDIM inversion)",
+        "Start from",
+        choices=START_MODES,
+        info="invert keeps structure best",
+    )
+    mode: str = _knob(
+        "fast",
+        "gradient through the UNet ('full') or on the predicted x0 only ('fast')",
+        "Guidance gradient",
+        choices=GUIDANCE_MODES,
+        info="full: through the UNet; fast: on x̂0 only",
+    )
+    guidance_scale: float = _knob(
+        1.0, "multiplies every loss weight", "Guidance scale (multiplies all weights)", low=0, high=100, step=0.05
+    )
+    cfg_scale: float = _knob(
+        7.5,
+        "classifier-free guidance (latent backend only; 0 turns it off)",
+        "Text guidance (CFG, latent models only)",
+        low=0,
+        high=30,
+        step=0.5,
+        latent_only=True,
+    )
+    n_patches: int = _knob(32, "number of random patch crops", "Patches", low=0, high=512, limit="max_patches", flag="--patches", step=1)
+    patch_size: int = _knob(128, "patch crop size in px (clamped to the image's short side)", "Patch size (px)", low=8, high=1024, step=8)
+    threshold: float = _knob(0.7, "patch losses below this are ignored", "Patch threshold τ", low=0, high=2, step=0.01)
+    size: int = _knob(
+        256,
+        "working resolution: the long side in px",
+        "Resolution (long side, px)",
+        low=32,
+        high=4096,
+        limit="max_size",
+        step=8,
+        preset_default=True,
+    )
+    seed: int = _knob(0, "random seed", "Seed", low=0, high=2**32 - 1)
+    max_shift: float = _knob(
+        0.1,
+        "cap on the RMS of the guidance's change to ε per step (0: no cap)",
+        "Guidance cap (max shift of ε per step)",
+        low=0,
+        high=2,
+        step=0.01,
+    )
+    distortion: float = _knob(0.5, "random perspective strength of the crops", "Patch distortion", low=0, high=1, step=0.05)
+    preview_every: int = _knob(5, "yield a preview frame every N steps", "Preview every N steps", low=1, high=1000, step=1)
 
-    def validated(self, limits: Limits | None = None) -> "StyleConfig":
+    def validated(self, limits: Limits | None = None) -> StyleConfig:
         """Return a normalised copy, or raise :class:`ConfigError` naming the bad setting.
 
         Args:
             limits: server caps; the defaults of :class:`Limits` when omitted.
         """
         limits = limits or Limits()
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            values[f.name] = _check_field(f, getattr(self, f.name), limits)
-        values["prompt"] = _check_text("prompt", values["prompt"], allow_empty=False)
-        values["reference"] = _check_text("reference", values["reference"], allow_empty=False)
-        if values["start"] not in START_MODES:
-            raise ConfigError(f"start must be one of {', '.join(START_MODES)}, got {values['start']!r}")
-        if values["mode"] not in GUIDANCE_MODES:
-            raise ConfigError(f"mode must be one of {', '.join(GUIDANCE_MODES)}, got {values['mode']!r}")
+        values = {f.name: _check_field(f, getattr(self, f.name), limits) for f in dataclasses.fields(self)}
         return StyleConfig(**values)
 
     @property
@@ -156,7 +247,7 @@ class StyleConfig:
         return json.dumps(self.to_dict(), ensure_ascii=False)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "StyleConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> StyleConfig:
         """Build from a mapping, rejecting unknown keys with a clear message."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
@@ -165,7 +256,7 @@ class StyleConfig:
         return cls(**dict(data))
 
     @classmethod
-    def from_json(cls, text: str) -> "StyleConfig":
+    def from_json(cls, text: str) -> StyleConfig:
         """Parse settings produced by :meth:`to_json`."""
         try:
             data = json.loads(text)
@@ -176,27 +267,35 @@ class StyleConfig:
         return cls.from_dict(data)
 
 
+def knobs() -> dict[str, Knob]:
+    """Every setting's :class:`Knob`, by field name, in the fields' order (the API's parameter order)."""
+    return {f.name: f.metadata["knob"] for f in dataclasses.fields(StyleConfig)}
+
+
 def field_range(name: str, limits: Limits | None = None) -> tuple[float | None, float | None]:
     """The allowed (low, high) of a numeric setting, with server limits applied."""
-    f = {f.name: f for f in dataclasses.fields(StyleConfig)}[name]
-    lo, hi = f.metadata.get("range", (None, None))
-    limit = f.metadata.get("limit")
-    if limit and hi is not None:
-        hi = min(hi, getattr(limits or Limits(), limit))
-    return lo, hi
+    knob = knobs()[name]
+    high = knob.high
+    if knob.limit and high is not None:
+        high = min(high, getattr(limits or Limits(), knob.limit))
+    return knob.low, high
 
 
 def _check_field(f: dataclasses.Field, value: Any, limits: Limits) -> Any:
-    default = f.default
-    if isinstance(default, str):
+    knob: Knob = f.metadata["knob"]
+    if isinstance(f.default, str):
         if not isinstance(value, str):
             raise ConfigError(f"{f.name} must be text, got {type(value).__name__}")
+        if knob.choices is None:
+            return _check_text(f.name, value)
+        if value not in knob.choices:
+            raise ConfigError(f"{f.name} must be one of {', '.join(knob.choices)}, got {value!r}")
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{f.name} must be a number, got {value!r}")
     if not math.isfinite(value):
         raise ConfigError(f"{f.name} must be a finite number, got {value!r}")
-    if isinstance(default, int):
+    if isinstance(f.default, int):
         if value != int(value):
             raise ConfigError(f"{f.name} must be a whole number, got {value!r}")
         value = int(value)
@@ -208,14 +307,14 @@ def _check_field(f: dataclasses.Field, value: Any, limits: Limits) -> Any:
     return value
 
 
-def _check_text(name: str, text: str, allow_empty: bool) -> str:
+def _check_text(name: str, text: str) -> str:
     # Control characters are invisible in the UI and meaningless to CLIP's tokenizer.
     cleaned = "".join(" " if unicodedata.category(c).startswith("C") else c for c in text)
     cleaned = " ".join(cleaned.split())
-    if not cleaned and not allow_empty:
+    if not cleaned:
         raise ConfigError(f"{name} is empty: describe the style in a few words, e.g. 'drawing with black ink'")
     if len(cleaned) > MAX_PROMPT_CHARS:
-        raise ConfigError(f"{name} is {len(cleaned)} characters long; the limit is {MAX_PROMPT_CHARS}")
+        raise ConfigError(f"{name} is {len(cleaned):,} characters long; the limit is {MAX_PROMPT_CHARS:,}")
     return cleaned
 
 

@@ -7,16 +7,19 @@ They own preprocessing (resize, normalisation) so that the losses see plain
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .accel import EAGER, Speedups
+from .optimization import EAGER, Optimizations
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Every guidance CLIP (and Stable Diffusion's text encoder) reads at most this many BPE tokens.
+CLIP_CONTEXT_TOKENS = 77
 
 # Text embeddings kept per encoder, least recently used dropped first: a long-running app sees
 # an unbounded stream of prompts, and a job only ever needs its own prompt and reference.
@@ -85,7 +88,6 @@ class ClipEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.image_size = image_size
         self.name = name
-        self.context_length = getattr(model, "context_length", 77)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
@@ -96,9 +98,9 @@ class ClipEncoder(nn.Module):
             return images
         return F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True)
 
-    def encode_images(self, images: torch.Tensor, speed: Speedups = EAGER) -> torch.Tensor:
+    def encode_images(self, images: torch.Tensor, optimizations: Optimizations = EAGER) -> torch.Tensor:
         """(N, 3, H, W) in [0, 1] -> (N, D) float32 unit embeddings; resized to the model's input size."""
-        encode = speed.network(self.model, "encode_image")
+        encode = optimizations.network(self.model, "encode_image")
         embeds = encode((self.fit(images) - self.mean) / self.std)
         return F.normalize(embeds.float(), dim=-1)
 
@@ -123,13 +125,6 @@ class ClipEncoder(nn.Module):
     def text_direction(self, prompt: str, reference: str) -> torch.Tensor:
         """ΔT: the unit direction from the reference text to the style prompt."""
         return F.normalize(self.encode_text(prompt) - self.encode_text(reference), dim=-1)
-
-    def count_tokens(self, text: str) -> int:
-        """How many BPE tokens ``text`` takes, start and end tokens included."""
-        encoder = getattr(self.tokenizer, "encode", None)
-        if encoder is None:
-            return 0
-        return len(encoder(text)) + 2
 
 
 class VggEncoder(nn.Module):

@@ -24,3 +24,12 @@ class ModelLoadError(StylizerError, RuntimeError):
 
 class OutOfMemoryError(StylizerError, RuntimeError):
     """The device ran out of memory during a job."""
+
+
+def as_sentence(message: str) -> str:
+    """A message as a sentence for the page: capitalised (unless it starts with a setting's name), with a full stop."""
+    message = message.strip()
+    first = message.split(" ", 1)[0]
+    if first.isalpha():  # leave setting names such as w_dir as they are
+        message = message[:1].upper() + message[1:]
+    return message if message.endswith((".", "!", "?")) else message + "."

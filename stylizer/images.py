@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, Union
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from PIL import Image, ImageCms, ImageOps, ImageSequence, UnidentifiedImageError
 from .config import Limits
 from .errors import InputError
 
-ImageSource = Union[str, os.PathLike, bytes, Image.Image]
+ImageSource = str | os.PathLike | bytes | Image.Image
 
 # Leading bytes of the formats we accept, to tell a broken image from a non-image.
 IMAGE_SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
@@ -96,9 +96,7 @@ def _normalise(img: Image.Image, limits: Limits) -> LoadedImage:
     if min(width, height) < MIN_SIDE:
         raise InputError(f"the image is {width}x{height} px; each side needs at least {MIN_SIDE} px")
     if max(width, height) / min(width, height) > MAX_ASPECT:
-        raise InputError(
-            f"the image is {width}x{height} px, an aspect ratio over {MAX_ASPECT:g}:1; crop it to something less extreme"
-        )
+        raise InputError(f"the image is {width}x{height} px, an aspect ratio over {MAX_ASPECT:g}:1; crop it to something less extreme")
     if getattr(img, "n_frames", 1) > 1:
         notes.append(f"the image is animated ({img.n_frames} frames); the first frame was used")
         img = next(iter(ImageSequence.Iterator(img)))
@@ -200,3 +198,22 @@ def save_animation(frames: Sequence[Image.Image], path: str | os.PathLike, secon
     durations = [int(seconds_per_frame * 1000)] * (len(same) - 1) + [int(seconds_per_frame * 4000)]
     same[0].save(path, save_all=True, append_images=list(same[1:]), duration=durations, loop=0, optimize=False)
     return path
+
+
+def synthetic_picture(width: int, height: int, noise: float = 0.0, seed: int = 0) -> Image.Image:
+    """A smooth, structured RGB picture with no file behind it: red and green ramps and a disc.
+
+    For benchmarks (the content does not change the timings) and tests (it has edges and
+    gradients for the losses to see).
+
+    Args:
+        width, height: its size in px.
+        noise: standard deviation of added Gaussian noise, in [0, 1] units.
+        seed: seeds the noise.
+    """
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    disc = ((x - width * 0.6) ** 2 + (y - height * 0.4) ** 2 < (min(width, height) * 0.25) ** 2).astype(np.float32)
+    rgb = np.stack([x / max(width - 1, 1), y / max(height - 1, 1), 0.3 + 0.6 * disc], axis=-1)
+    if noise:
+        rgb = rgb + np.random.RandomState(seed).normal(0, noise, rgb.shape)
+    return Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8), mode="RGB")

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import open_clip
 from PIL import Image
 
 from .config import Limits, StyleConfig
-from .encoders import TEXT_TEMPLATES
+from .encoders import CLIP_CONTEXT_TOKENS, TEXT_TEMPLATES
 from .errors import InputError
 from .images import ImageSource, load_image
-
-# Every guidance CLIP (and Stable Diffusion's text encoder) reads at most this many BPE tokens.
-CLIP_CONTEXT_TOKENS = 77
 
 
 @dataclass
@@ -55,7 +53,9 @@ def prompt_notes(config: StyleConfig) -> list[str]:
         text = getattr(config, name)
         tokens = len(_tokenizer().encode(text)) + _template_overhead()
         if tokens > CLIP_CONTEXT_TOKENS:
-            notes.append(f"the {name} is too long for CLIP ({tokens} of {CLIP_CONTEXT_TOKENS} tokens with its template); the end was cut off")
+            notes.append(
+                f"the {name} is too long for CLIP ({tokens} of {CLIP_CONTEXT_TOKENS} tokens with its template); the end was cut off"
+            )
     return notes
 
 

@@ -12,9 +12,9 @@ import dataclasses
 import torch
 
 from . import losses
-from .accel import EAGER, Speedups
 from .config import StyleConfig
 from .encoders import ClipEncoder, VggEncoder
+from .optimization import EAGER, Optimizations
 
 TERMS = ("dir", "patch", "content", "tv")
 
@@ -27,7 +27,7 @@ class StyleObjective:
         vgg: content-feature VGG16.
         source: (1, 3, H, W) input image in [0, 1].
         config: validated job settings (weights, patch settings, seed).
-        speed: how the networks run inside the guided step (see :mod:`stylizer.accel`). The
+        optimizations: how the networks run inside the guided step (see :mod:`stylizer.optimization`). The
             source's features and the frames' loss readings use the same precision and layout,
             so that an unchanged image has (near) zero content loss, but never compile: a call
             made once a job or once a frame would pay a compilation (a minute on a real-size
@@ -35,13 +35,13 @@ class StyleObjective:
     """
 
     def __init__(
-        self, clip: ClipEncoder, vgg: VggEncoder, source: torch.Tensor, config: StyleConfig, speed: Speedups = EAGER
+        self, clip: ClipEncoder, vgg: VggEncoder, source: torch.Tensor, config: StyleConfig, optimizations: Optimizations = EAGER
     ) -> None:
         self.clip = clip
         self.vgg = vgg
         self.config = config
-        self.speed = speed
-        self.uncompiled = dataclasses.replace(speed, compile=False)
+        self.optimizations = optimizations
+        self.uncompiled = dataclasses.replace(optimizations, compile=False)
         self.weights = config.weights
         self.crop_generator = torch.Generator().manual_seed(config.seed + 1)
         with torch.no_grad():
@@ -55,51 +55,51 @@ class StyleObjective:
         return tuple(t for t in TERMS if self.weights[t] > 0 and (t != "patch" or self.config.n_patches > 0))
 
     def terms(
-        self, image: torch.Tensor, names: tuple[str, ...] = TERMS, speed: Speedups | None = None
+        self, image: torch.Tensor, names: tuple[str, ...] = TERMS, optimizations: Optimizations | None = None
     ) -> dict[str, torch.Tensor]:
         """Unweighted loss terms of ``image`` ((1, 3, H, W) in [0, 1]), for the requested names.
 
         Args:
-            speed: how the networks run (default: as in the guided step).
+            optimizations: how the networks run (default: as in the guided step).
         """
         cfg = self.config
-        speed = speed or self.speed
+        optimizations = optimizations or self.optimizations
         out: dict[str, torch.Tensor] = {}
         crops = None
         if "patch" in names and cfg.n_patches > 0:
             crops = losses.random_perspective_crops(
                 image, cfg.n_patches, cfg.patch_size, self.clip.image_size, cfg.distortion, self.crop_generator
             )
-        image_embed, crop_embeds = self._embed(image if "dir" in names else None, crops, speed)
+        image_embed, crop_embeds = self._embed(image if "dir" in names else None, crops, optimizations)
         if image_embed is not None:
             out["dir"] = losses.directional_loss(image_embed - self.source_embed, self.delta_text).mean()
         if crop_embeds is not None:
             out["patch"] = losses.patch_directional_loss(crop_embeds, self.source_embed, self.delta_text, cfg.threshold)
         if "content" in names:
-            out["content"] = losses.content_loss(self._features(image, speed), self.source_features)
+            out["content"] = losses.content_loss(self._features(image, optimizations), self.source_features)
         if "tv" in names:
             out["tv"] = losses.total_variation(image)
         return out
 
     def _embed(
-        self, image: torch.Tensor | None, crops: torch.Tensor | None, speed: Speedups
+        self, image: torch.Tensor | None, crops: torch.Tensor | None, optimizations: Optimizations
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """CLIP embeddings of the whole image and of its crops (either may be None).
 
         With ``batch_clip`` both go through CLIP as one batch: one pass over the weights
         instead of two, and one set of kernel launches.
         """
-        if speed.batch_clip and image is not None and crops is not None:
-            embeds = self.clip.encode_images(torch.cat([self.clip.fit(image), crops]), speed)
+        if optimizations.batch_clip and image is not None and crops is not None:
+            embeds = self.clip.encode_images(torch.cat([self.clip.fit(image), crops]), optimizations)
             return embeds[:1], embeds[1:]
         return (
-            None if image is None else self.clip.encode_images(image, speed),
-            None if crops is None else self.clip.encode_images(crops, speed),
+            None if image is None else self.clip.encode_images(image, optimizations),
+            None if crops is None else self.clip.encode_images(crops, optimizations),
         )
 
-    def _features(self, image: torch.Tensor, speed: Speedups) -> list[torch.Tensor]:
+    def _features(self, image: torch.Tensor, optimizations: Optimizations) -> list[torch.Tensor]:
         """The VGG16 content features of ``image``."""
-        return speed.network(self.vgg)(image)
+        return optimizations.network(self.vgg)(image)
 
     def weighted_sum(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """Σ λ_k·term_k over the given terms."""
@@ -108,4 +108,4 @@ class StyleObjective:
     @torch.no_grad()
     def measure(self, image: torch.Tensor) -> dict[str, float]:
         """All four unweighted terms of ``image`` as floats (patch only when patches are on)."""
-        return {name: float(value) for name, value in self.terms(image, speed=self.uncompiled).items()}
+        return {name: float(value) for name, value in self.terms(image, optimizations=self.uncompiled).items()}

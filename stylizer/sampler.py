@@ -7,25 +7,26 @@ The loop knows nothing of the UI: callers iterate it and may stop at any frame.
 
 Inside the loop nothing waits for the GPU except a frame (its image and its loss
 values): timesteps stay on the host, the loss terms stay tensors between frames.
-``optimize`` picks the eager reference or the optimised step (see :mod:`stylizer.accel`).
+``optimize`` picks the eager reference or the optimised step (see :mod:`stylizer.optimization`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
 
 import torch
 from diffusers import DDIMScheduler
 from PIL import Image
 
-from . import accel
-from .accel import EAGER, Speedups
+from . import optimization
+from .backends import Condition, DiffusionBackend
 from .config import StyleConfig
 from .images import output_size, to_pil, to_tensor, working_size
-from .models import Models
+from .loading import Models
 from .objective import StyleObjective
+from .optimization import EAGER, Optimizations
 
 # Guidance gradients of mean-type losses shrink with the pixel count; rescaling to this
 # reference area keeps a slider's meaning the same at every resolution.
@@ -55,8 +56,9 @@ def stylize(
     models: Models,
     image: Image.Image,
     config: StyleConfig,
+    *,
     on_step: Callable[[int, int], None] | None = None,
-    optimize: bool | Speedups | None = None,
+    optimize: bool | Optimizations | None = None,
     on_invert: Callable[[int, int], None] | None = None,
 ) -> Iterator[Frame]:
     """Restyle ``image`` according to ``config``, yielding preview frames and then the result.
@@ -72,30 +74,30 @@ def stylize(
         config: validated settings.
         on_step: called as ``on_step(done, total)`` after every step, for progress bars.
         optimize: True runs the optimised guided step, False the eager reference; None (the
-            default) follows ``STYLIZER_OPTIMIZE``, else eager. Explicit :class:`Speedups` are for benchmarks.
+            default) follows ``STYLIZER_OPTIMIZE``, else eager. Explicit :class:`Optimizations` are for benchmarks.
         on_invert: called as ``on_invert(done, total)`` after every DDIM inversion step (start
             ``invert`` only), which yields no frame; like ``on_step``, it may raise to abort the job.
     """
     backend, device = models.backend, models.device
-    speed = accel.resolve(device, optimize)
-    accel.set_layout((*backend.networks, models.vgg), speed.channels_last)
+    optimizations = optimization.resolve(device, optimize)
+    optimization.set_layout((*backend.networks, models.vgg), optimizations.channels_last)
     work = working_size(*image.size, config.size, backend.multiple)
     out = output_size(*image.size, config.size)
     source = to_tensor(image, work).to(device)
-    objective = StyleObjective(models.clip, models.vgg, (source + 1) / 2, config, speed)
+    objective = StyleObjective(models.clip, models.vgg, (source + 1) / 2, config, optimizations)
     scheduler = backend.new_scheduler()
     # Host timesteps: the scheduler's lookups then never wait for the GPU, and the backends
     # find each one's device copy without a transfer (see DiffusionBackend.net_timestep).
     scheduler.set_timesteps(config.steps)
     total = config.denoise_steps
     timesteps = scheduler.timesteps[config.steps - total :]
-    cond = backend.condition(config.prompt, config.reference, config.cfg_scale)
+    cond = backend.condition(config.prompt, config.cfg_scale)
 
     with torch.no_grad():
         clean = backend.encode(source)
         if config.start == "invert":
             inv_cond = backend.inversion_condition(config.reference)
-            sample = ddim_invert(lambda x, t: backend.eps(x, t, inv_cond, speed), clean, timesteps, scheduler, on_invert)
+            sample = ddim_invert(lambda x, t: backend.eps(x, t, inv_cond, optimizations), clean, timesteps, scheduler, on_invert)
         else:
             generator = torch.Generator(device=device).manual_seed(config.seed)
             noise = torch.randn(clean.shape, generator=generator, device=device, dtype=clean.dtype)
@@ -103,11 +105,20 @@ def stylize(
 
     area_gain = backend.grad_gain * (work[0] * work[1]) / REFERENCE_AREA
     for index, t in enumerate(timesteps):
-        if speed.compile and speed.compile_mode == "reduce-overhead":
+        if optimizations.compile and optimizations.compile_mode == "reduce-overhead":
             # CUDA graphs reuse their output buffers: mark where the last step's outputs stop being needed.
             torch.compiler.cudagraph_mark_step_begin()
         eps, pred_clean, terms = guided_eps(
-            backend, objective, sample, t, cond, scheduler, config.mode, area_gain, config.max_shift, speed
+            backend,
+            objective,
+            sample,
+            t,
+            cond,
+            scheduler,
+            mode=config.mode,
+            gain=area_gain,
+            max_shift=config.max_shift,
+            optimizations=optimizations,
         )
         sample = scheduler.step(eps, t, sample, eta=0.0).prev_sample.detach()
         done = index + 1
@@ -124,21 +135,31 @@ def stylize(
 
 
 def guided_eps(
-    backend: Any,
+    backend: DiffusionBackend,
     objective: StyleObjective,
     sample: torch.Tensor,
     t: torch.Tensor,
-    cond: Any,
+    cond: Condition,
     scheduler: DDIMScheduler,
+    *,
     mode: str,
     gain: float,
     max_shift: float = 0.0,
-    speed: Speedups = EAGER,
+    optimizations: Optimizations = EAGER,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """ε′ = ε + √(1-ᾱ_t)·g for one step, with g the gradient of the weighted style loss.
 
     Args:
+        backend: the diffusion model.
+        objective: the job's style loss.
+        sample: x_t.
         t: the timestep, on the host (a device one makes every lookup wait for the GPU).
+        cond: the backend's conditioning for the style prompt.
+        scheduler: the job's scheduler (for ᾱ_t).
+        mode: ``"full"`` (gradient through the UNet) or ``"fast"`` (on x̂0 alone).
+        gain: scales the gradient into pixel-equivalent units at this resolution.
+        max_shift: cap on the RMS of the shift of ε (0: no cap).
+        optimizations: how the networks run.
 
     Returns:
         (ε′, x̂0 computed from the unguided ε, the unweighted loss terms as 0-dim tensors:
@@ -150,22 +171,22 @@ def guided_eps(
     active = objective.active
     if not active:
         with torch.no_grad():
-            eps = backend.eps(sample, t, cond, speed)
+            eps = backend.eps(sample, t, cond, optimizations)
         return eps, (sample - sqrt_1mab * eps) / sqrt_ab, {}
 
     with torch.enable_grad():
         if mode == "full":
             x = sample.detach().requires_grad_(True)
-            eps = backend.eps(x, t, cond, speed)
+            eps = backend.eps(x, t, cond, optimizations)
             pred_clean = (x - sqrt_1mab * eps) / sqrt_ab
             wrt, chain = x, 1.0
         else:
             with torch.no_grad():
-                eps = backend.eps(sample, t, cond, speed)
+                eps = backend.eps(sample, t, cond, optimizations)
             pred_clean = ((sample - sqrt_1mab * eps) / sqrt_ab).detach().requires_grad_(True)
             # ∂x̂0/∂x_t without the UNet's Jacobian is 1/√ᾱ_t.
             wrt, chain = pred_clean, 1.0 / sqrt_ab
-        terms = objective.terms((backend.decode(pred_clean, speed) + 1) / 2, active)
+        terms = objective.terms((backend.decode(pred_clean, optimizations) + 1) / 2, active)
         (grad,) = torch.autograd.grad(objective.weighted_sum(terms), wrt)
     shift = sqrt_1mab * (grad * chain * gain)
     if max_shift > 0:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import accel
-from .accel import Speedups
+from . import optimization
 from .config import GUIDANCE_MODES, StyleConfig
-from .models import Models
+from .loading import Models
+from .optimization import Optimizations
 from .sampler import stylize
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ WARMUP_GREY = (128, 128, 128)
 
 
 def warmup(
-    models: Models, size: int | None = None, optimize: bool | Speedups | None = None, cache_dir: str | Path | None = None
+    models: Models, size: int | None = None, optimize: bool | Optimizations | None = None, cache_dir: str | Path | None = None
 ) -> float:
     """Run a short job in each guidance mode so that compilation happens now, not in a user's job.
 
@@ -52,9 +52,9 @@ def warmup(
     Returns:
         The seconds it took (0 when there was nothing to compile).
     """
-    speed = accel.resolve(models.device, optimize)
-    if not speed.compile:
-        log.info("warm-up skipped: nothing is compiled on %s with %s", models.device, speed)
+    optimizations = optimization.resolve(models.device, optimize)
+    if not optimizations.compile:
+        log.info("warm-up skipped: nothing is compiled on %s with %s", models.device, optimizations)
         return 0.0
     cache = persist_compile_cache(cache_dir)
     side = size or models.preset.size
@@ -63,7 +63,7 @@ def warmup(
     for mode in GUIDANCE_MODES:
         log.info("warm-up: compiling the %s guided step of %s at %d px on %s (cache: %s)", mode, models.name, side, models.device, cache)
         config = StyleConfig(prompt="warm-up", size=side, steps=WARMUP_STEPS, strength=1.0, mode=mode).validated()
-        for _ in stylize(models, picture, config, optimize=speed):
+        for _ in stylize(models, picture, config, optimize=optimizations):
             pass
     seconds = time.perf_counter() - started
     log.info("warm-up done in %.1f s", seconds)

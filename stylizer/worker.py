@@ -10,27 +10,26 @@ before the next step starts. Nothing here imports Gradio.
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import queue
-import shutil
-import tempfile
 import threading
 import time
-import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
 
 from .config import Limits, StyleConfig
 from .errors import OutOfMemoryError, StylizerError
-from .images import ImageSource, save_animation
+from .images import ImageSource
 from .inputs import prepare_job
 from .jobs import JobResult, JobUpdate, ModelInfo
-from .models import Models, load_models, resolve_device
-from .sampler import stylize
+from .loading import Models, default_devices, load_models, resolve_device
+from .memory import release_memory
+from .outputs import OutputStore
+from .sampler import Frame, stylize
 
 POLL_S = 0.1
 OOM_MESSAGE = "the GPU ran out of memory: lower the resolution or the number of patches, or use fast mode"
@@ -38,6 +37,38 @@ OOM_MESSAGE = "the GPU ran out of memory: lower the resolution or the number of 
 
 class JobCancelled(Exception):
     """Raised inside a job's thread when its consumer went away."""
+
+
+# What a job's thread sends to the consumer, in order: progress and frames, then one end.
+@dataclass(frozen=True)
+class StepDone:
+    """A network pass finished: a guided step, or (``inverting``) a DDIM inversion step."""
+
+    done: int
+    total: int
+    inverting: bool = False
+
+
+@dataclass(frozen=True)
+class FrameReady:
+    """The sampler yielded a frame (a preview, or the result when ``frame.final``)."""
+
+    frame: Frame
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    """The job raised; the consumer re-raises it as a user error."""
+
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class JobEnded:
+    """The sampler finished normally."""
+
+
+JobMessage = StepDone | FrameReady | JobFailed | JobEnded
 
 
 class Worker:
@@ -68,8 +99,7 @@ class Worker:
         self._free: queue.Queue[str] = queue.Queue()
         for device in self.replicas:
             self._free.put(device)
-        self.output_dir = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="stylizer-outputs-"))
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.outputs = OutputStore(output_dir, self.limits.output_ttl_s)
 
     @property
     def info(self) -> ModelInfo:
@@ -120,89 +150,67 @@ class Worker:
 
     def _run_on(self, device: str, picture: Image.Image, config: StyleConfig, notes: list[str]) -> Iterator[JobUpdate]:
         models = self.replicas[device]
-        updates: queue.Queue[Any] = queue.Queue()
+        messages: queue.Queue[JobMessage] = queue.Queue()
         cancel = threading.Event()
         deadline = time.monotonic() + self.limits.job_timeout_s
         frames: list[Image.Image] = []
         started = time.perf_counter()
 
-        def progress(kind: str) -> Callable[[int, int], None]:
+        def progress(inverting: bool) -> Callable[[int, int], None]:
             # The sampler's hooks run between network calls, so Stop and the time limit act within one step.
             def report(done: int, total: int) -> None:
                 if cancel.is_set():
                     raise JobCancelled()
                 if time.monotonic() > deadline:
-                    raise StylizerError(f"the job took longer than the {self.limits.job_timeout_s:g} s limit; use fewer steps or a smaller size")
-                updates.put((kind, done, total))
+                    raise StylizerError(
+                        f"the job took longer than the {self.limits.job_timeout_s:g} s limit; use fewer steps or a smaller size"
+                    )
+                messages.put(StepDone(done, total, inverting))
 
             return report
 
         def target() -> None:
             try:
-                for frame in stylize(models, picture, config, on_step=progress("step"), on_invert=progress("invert")):
-                    updates.put(("frame", frame))
+                for frame in stylize(models, picture, config, on_step=progress(False), on_invert=progress(True)):
+                    messages.put(FrameReady(frame))
             except BaseException as exc:  # handed to the consumer, which re-raises it
-                updates.put(("error", exc))
+                messages.put(JobFailed(exc))
             else:
-                updates.put(("done",))
+                messages.put(JobEnded())
 
         thread = threading.Thread(target=target, name=f"stylizer-job-{device}", daemon=True)
         thread.start()
         last_losses: dict[str, float] = {}
         try:
             while True:
-                message = updates.get()
-                kind = message[0]
-                if kind == "step":
-                    yield JobUpdate(message[1], message[2], dict(last_losses))
-                elif kind == "invert":
-                    yield JobUpdate(message[1], message[2], inverting=True)
-                elif kind == "frame":
-                    frame = message[1]
+                message = messages.get()
+                if isinstance(message, StepDone):
+                    losses = {} if message.inverting else dict(last_losses)
+                    yield JobUpdate(message.done, message.total, losses, inverting=message.inverting)
+                elif isinstance(message, FrameReady):
+                    frame = message.frame
                     frames.append(frame.image)
                     last_losses = frame.losses
+                    result = None
                     if frame.final:
-                        result = self._finish(frame, picture, config, frames, notes, time.perf_counter() - started)
-                        yield JobUpdate(frame.step, frame.total, frame.losses, frame.image, result)
-                    else:
-                        yield JobUpdate(frame.step, frame.total, frame.losses, frame.image)
-                elif kind == "error":
-                    raise _user_error(message[1])
+                        result = self._finish(frame, picture, config, frames, notes=notes, seconds=time.perf_counter() - started)
+                    yield JobUpdate(frame.step, frame.total, frame.losses, frame.image, result)
+                elif isinstance(message, JobFailed):
+                    raise _user_error(message.error)
                 else:
                     return
         finally:
             cancel.set()
             thread.join()
-            _release_memory(device)
+            release_memory(device)
 
     def _finish(
-        self, frame: Any, picture: Image.Image, config: StyleConfig, frames: list[Image.Image], notes: list[str], seconds: float
+        self, frame: Frame, picture: Image.Image, config: StyleConfig, frames: list[Image.Image], *, notes: list[str], seconds: float
     ) -> JobResult:
-        self._delete_old_outputs()
-        folder = self.output_dir / f"job-{uuid.uuid4().hex}"
-        folder.mkdir()
-        png = folder / "stylized.png"
-        frame.image.save(png)
-        gif = save_animation(frames, folder / "trajectory.gif")
+        png, gif = self.outputs.save(frame.image, frames)
         source = picture.resize(frame.image.size, Image.Resampling.LANCZOS)
         settings = {**config.to_dict(), "model": self.info.name}
         return JobResult(frame.image, source, png, gif, settings, frame.losses, seconds, notes)
-
-    def _delete_old_outputs(self) -> None:
-        cutoff = time.time() - self.limits.output_ttl_s
-        for folder in self.output_dir.glob("job-*"):
-            try:
-                if folder.stat().st_mtime < cutoff:
-                    shutil.rmtree(folder, ignore_errors=True)
-            except FileNotFoundError:
-                continue
-
-
-def default_devices() -> list[str]:
-    """Every visible CUDA GPU, or the CPU when there is none."""
-    if torch.cuda.is_available():
-        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    return ["cpu"]
 
 
 def _user_error(exc: BaseException) -> BaseException:
@@ -210,28 +218,3 @@ def _user_error(exc: BaseException) -> BaseException:
     if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
         return OutOfMemoryError(OOM_MESSAGE)
     return exc
-
-
-def _release_memory(device: str) -> None:
-    gc.collect()
-    _TRIM_HOST_HEAP()
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-
-
-def _host_heap_trimmer() -> Callable[[], object]:
-    """glibc's ``malloc_trim(0)``, or a no-op where the C library has none (macOS, Windows, musl).
-
-    A job allocates and frees tens of MB of tensors and images from several threads. glibc
-    keeps freed pages in its arenas, and fragmentation lets the resident size creep up job
-    after job (about 0.3 MB a job, in a 100-job soak); trimming after each job hands them
-    back to the system.
-    """
-    try:
-        trim = ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return lambda: None
-    return lambda: trim(0)
-
-
-_TRIM_HOST_HEAP = _host_heap_trimmer()

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .config import StyleConfig
 from .jobs import JobUpdate, RunFn
+
+if TYPE_CHECKING:  # the worker imports torch and the models; this module must not, for ZeroGPU's import order
+    from .worker import Worker
 
 # Seconds a step is budgeted on a ZeroGPU slice, plus fixed overhead (model move, decode, GIF).
 SECONDS_PER_STEP = {"fast": 0.15, "full": 0.35}
@@ -40,7 +44,7 @@ def estimate_duration(image: Any, settings: Mapping[str, Any]) -> int:
     return int(min(MAX_DURATION_S, estimate))
 
 
-def gpu_run_fn(worker: Any) -> RunFn:
+def gpu_run_fn(worker: Worker) -> RunFn:
     """The worker's ``run``, wrapped for ZeroGPU when running there."""
     if not on_zero_gpu():
         return worker.run

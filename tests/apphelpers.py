@@ -10,9 +10,9 @@ import sys
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import gradio as gr
 import httpx
@@ -59,8 +59,13 @@ def app_process(log: Path, *args: str, env: dict[str, str] | None = None, second
     """
     port = free_port()
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py", "--model", "tiny", "--port", str(port), *args],
-                                cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "app.py", "--model", "tiny", "--port", str(port), *args],
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + seconds

@@ -37,7 +37,9 @@ def client(worker):
 
 
 def test_frames_stream_before_the_result(client, picture_path):
-    job = client.submit(image=handle_file(picture_path), prompt="drawing with black ink", size=64, steps=20, strength=1.0, seed=11, api_name="/stylize")
+    job = client.submit(
+        image=handle_file(picture_path), prompt="drawing with black ink", size=64, steps=20, strength=1.0, seed=11, api_name="/stylize"
+    )
     images, statuses = [], []
     for outputs in job:
         path = result_path(outputs[0])
@@ -55,6 +57,13 @@ def test_frames_stream_before_the_result(client, picture_path):
     files = final[4]["value"] if isinstance(final[4], dict) else final[4]
     names = sorted(Path(result_path(f) or f).suffix for f in files)
     assert names == [".gif", ".png"]
+
+
+def test_an_over_long_prompt_is_cut_to_clips_context_with_a_note(client, picture_path):
+    essay = "a watercolour of a quiet harbour at dawn, soft light on the water, " * 45
+    outputs = client.predict(image=handle_file(picture_path), prompt=essay, size=64, steps=2, strength=1.0, api_name="/stylize")
+    assert "Done" in outputs[1] and "the prompt is too long for CLIP" in outputs[1] and "the end was cut off" in outputs[1]
+    assert json.loads(outputs[5])["prompt"] == essay.strip()
 
 
 @pytest.mark.parametrize(
@@ -91,7 +100,10 @@ def test_two_clients_at_once_are_both_served_in_order(client, picture_path):
     wait_until_queued(first, running=True)
     second = other.submit(image=handle_file(picture_path), prompt="second", size=64, steps=4, api_name="/stylize")
     finished = []
-    threads = [threading.Thread(target=lambda j=j, n=n: (j.result(timeout=120), finished.append(n))) for j, n in ((first, "first"), (second, "second"))]
+    threads = [
+        threading.Thread(target=lambda j=j, n=n: (j.result(timeout=120), finished.append(n)))
+        for j, n in ((first, "first"), (second, "second"))
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -105,8 +117,9 @@ def test_a_waiting_visitor_can_load_the_page_and_sees_their_place_in_the_queue(c
     wait_until_queued(running, running=True)
     page = httpx.get(client.src, timeout=10)
     assert page.status_code == 200 and "Stylizer" in page.text
-    waiting = Client(client.src, verbose=False).submit(image=handle_file(picture_path), prompt="second", size=64, steps=2,
-                                                       api_name="/stylize")
+    waiting = Client(client.src, verbose=False).submit(
+        image=handle_file(picture_path), prompt="second", size=64, steps=2, api_name="/stylize"
+    )
     wait_until_queued(waiting)
     status = waiting.status()
     assert status.code == Status.IN_QUEUE and status.rank == 0 and status.queue_size >= 1, status

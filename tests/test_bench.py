@@ -9,14 +9,14 @@ import torch
 
 from bench.build import bench_models
 from bench.cli import main as bench_main
-from stylizer.accel import EAGER, Speedups, set_layout, speedups
 from stylizer.config import StyleConfig
 from stylizer.errors import ConfigError
-from stylizer.models import load_models
+from stylizer.loading import load_models
+from stylizer.optimization import EAGER, Optimizations, optimizations_for, set_layout
 from stylizer.sampler import stylize
 from stylizer.warmup import warmup
 
-from .conftest import make_image
+from .helpers import make_image
 
 # On the CPU the optimised path only batches CLIP's passes, so float32 sums run in another
 # order: the result may move by a rounding step, and by no more than this many 0-255 levels.
@@ -26,8 +26,19 @@ LOSS_TOLERANCE = 1e-4
 PATHS = ("eager", "optimised")
 GUIDANCES = ("unguided", "fast", "full")
 CASE_FIELDS = {
-    "path", "guidance", "step_s", "step_intervals_s", "first_frame_s", "first_frame_step", "end_to_end_s",
-    "warmup_s", "peak_memory_mb", "memory_kind", "memory_before_mb", "losses", "profile",
+    "path",
+    "guidance",
+    "step_s",
+    "step_intervals_s",
+    "first_frame_s",
+    "first_frame_step",
+    "end_to_end_s",
+    "warmup_s",
+    "peak_memory_mb",
+    "memory_kind",
+    "memory_before_mb",
+    "losses",
+    "profile",
 }
 
 
@@ -54,23 +65,23 @@ def test_optimised_path_gives_the_eager_image_on_the_cpu(models, mode):
 
 def test_the_cpu_runs_eager_by_default_and_never_compiles_or_autocasts(models):
     cpu = torch.device("cpu")
-    assert speedups(cpu) == EAGER
-    optimised = speedups(cpu, True)
+    assert optimizations_for(cpu) == EAGER
+    optimised = optimizations_for(cpu, True)
     assert optimised.batch_clip and optimised.autocast is None and not optimised.channels_last and not optimised.compile
     assert warmup(models, optimize=True) == 0.0
 
 
 def test_the_environment_sets_the_default_switch(monkeypatch):
     monkeypatch.delenv("STYLIZER_OPTIMIZE", raising=False)
-    assert speedups(torch.device("cuda")) == EAGER  # eager until a GPU run validates the optimised path
+    assert optimizations_for(torch.device("cuda")) == EAGER  # eager until a GPU run validates the optimised path
     monkeypatch.setenv("STYLIZER_OPTIMIZE", "0")
-    assert speedups(torch.device("cuda")) == EAGER  # decided without touching a GPU
+    assert optimizations_for(torch.device("cuda")) == EAGER  # decided without touching a GPU
     monkeypatch.setenv("STYLIZER_OPTIMIZE", "1")
-    assert speedups(torch.device("cpu")) == speedups(torch.device("cpu"), True)
-    assert speedups(torch.device("cpu"), False) == EAGER  # an explicit switch wins
+    assert optimizations_for(torch.device("cpu")) == optimizations_for(torch.device("cpu"), True)
+    assert optimizations_for(torch.device("cpu"), False) == EAGER  # an explicit switch wins
     monkeypatch.setenv("STYLIZER_OPTIMIZE", "yes")
     with pytest.raises(ConfigError, match="STYLIZER_OPTIMIZE"):
-        speedups(torch.device("cpu"))
+        optimizations_for(torch.device("cpu"))
 
 
 def test_each_network_compiles_once_per_mode_and_is_kept(monkeypatch):
@@ -82,10 +93,10 @@ def test_each_network_compiles_once_per_mode_and_is_kept(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", fake_compile)
     net = torch.nn.Linear(2, 2)
-    graphs = Speedups(compile=True, compile_mode="reduce-overhead")
+    graphs = Optimizations(compile=True, compile_mode="reduce-overhead")
     for _ in range(3):
         graphs.network(net)(torch.zeros(1, 2))
-    Speedups(compile=True).network(net)(torch.zeros(1, 2))
+    Optimizations(compile=True).network(net)(torch.zeros(1, 2))
     assert compiled == [(net, "reduce-overhead"), (net, None)]
 
 
@@ -110,7 +121,7 @@ def test_only_the_step_loop_runs_compiled_networks(monkeypatch, models, mode):
     config = StyleConfig(prompt="ink", size=64, steps=6, strength=1.0, mode=mode, preview_every=2).validated()
     networks = [models.clip.model, models.vgg, *models.backend.networks]
     try:
-        list(stylize(models, make_image(), config, optimize=Speedups(batch_clip=True, compile=True)))
+        list(stylize(models, make_image(), config, optimize=Optimizations(batch_clip=True, compile=True)))
     finally:
         for net in networks:
             net.__dict__.pop("_stylizer_compiled", None)  # the recording wrappers must not outlive this test
@@ -145,15 +156,34 @@ def test_real_size_models_are_built_on_the_asked_device(backend):
 
 def test_bench_runs_on_the_cpu_and_its_json_has_every_figure(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    argv = ["--preset", "tiny", "--device", "cpu", "--size", "32", "--steps", "8", "--strength", "0.5",
-            "--patches", "2", "--repeats", "1", "--profile", "--compile-mode", "reduce-overhead", "--out", str(out)]
+    argv = [
+        "--preset",
+        "tiny",
+        "--device",
+        "cpu",
+        "--size",
+        "32",
+        "--steps",
+        "8",
+        "--strength",
+        "0.5",
+        "--patches",
+        "2",
+        "--repeats",
+        "1",
+        "--profile",
+        "--compile-mode",
+        "reduce-overhead",
+        "--out",
+        str(out),
+    ]
     assert bench_main(argv) == 0
     doc = json.loads(out.read_text())
     assert set(doc) == {"schema", "machine", "settings", "models", "cases", "ratios"}
     assert {"torch", "device", "device_name", "cpu", "cpu_count", "torch_threads", "libraries"} <= set(doc["machine"])
     assert doc["settings"]["config"]["size"] == 32 and doc["settings"]["backend"] == "pixel"
-    assert set(doc["settings"]["speedups"]) == set(PATHS)
-    assert doc["settings"]["speedups"]["optimised"]["compile_mode"] == "reduce-overhead"
+    assert set(doc["settings"]["optimizations"]) == set(PATHS)
+    assert doc["settings"]["optimizations"]["optimised"]["compile_mode"] == "reduce-overhead"
     assert {"name", "backend", "parameters", "load_s"} <= set(doc["models"])
     assert {(c["path"], c["guidance"]) for c in doc["cases"]} == {(p, g) for p in PATHS for g in GUIDANCES}
     for case in doc["cases"]:
@@ -175,7 +205,9 @@ def test_bench_runs_on_the_cpu_and_its_json_has_every_figure(tmp_path, capsys):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("preset", ["tiny", "tiny-latent"])
-@pytest.mark.parametrize("optimize", [False, Speedups(batch_clip=True, autocast=torch.bfloat16, channels_last=True)], ids=["eager", "optimised"])
+@pytest.mark.parametrize(
+    "optimize", [False, Optimizations(batch_clip=True, autocast=torch.bfloat16, channels_last=True)], ids=["eager", "optimised"]
+)
 def test_the_guided_loop_never_waits_for_the_gpu(preset, optimize):
     """From the end of the first step to the end of the loop, any host-device synchronisation raises.
 

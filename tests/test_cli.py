@@ -20,9 +20,32 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_cli_end_to_end_with_json_and_frames(tmp_path, picture_path, tiny_models):
     out, gif = tmp_path / "out.png", tmp_path / "frames.gif"
     proc = subprocess.run(
-        [sys.executable, "-m", "stylizer", picture_path, "-p", "drawing with black ink", "-o", str(out),
-         "--model", "tiny", "--steps", "10", "--seed", "3", "--json", "--frames", str(gif), "--preview-every", "2"],
-        capture_output=True, text=True, cwd=ROOT, env={**os.environ}, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "stylizer",
+            picture_path,
+            "-p",
+            "drawing with black ink",
+            "-o",
+            str(out),
+            "--model",
+            "tiny",
+            "--steps",
+            "10",
+            "--seed",
+            "3",
+            "--json",
+            "--frames",
+            str(gif),
+            "--preview-every",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ},
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
@@ -37,6 +60,14 @@ def test_cli_end_to_end_with_json_and_frames(tmp_path, picture_path, tiny_models
         assert anim.n_frames == 3  # 6 steps, a frame every 2
 
 
+def test_an_over_long_prompt_runs_with_a_note(capsys, tmp_path, picture_path):
+    essay = "a watercolour of a quiet harbour at dawn, soft light on the water, " * 45
+    code, out, err = run_main(capsys, picture_path, "-p", essay, "-o", str(tmp_path / "o.png"), "--model", "tiny", "--steps", "2", "--json")
+    assert code == 0, err
+    assert "the prompt is too long for CLIP" in err and "the end was cut off" in err
+    assert json.loads(out)["settings"]["prompt"] == essay.strip()
+
+
 def test_json_losses_are_measured_on_the_saved_image(monkeypatch, capsys, tmp_path, picture_path):
     """The reported losses are the objective's measurement of the very image written to --output."""
     measured = []
@@ -49,8 +80,9 @@ def test_json_losses_are_measured_on_the_saved_image(monkeypatch, capsys, tmp_pa
 
     monkeypatch.setattr(StyleObjective, "measure", recording_measure)
     out = tmp_path / "out.png"
-    code, stdout, _ = run_main(capsys, picture_path, "-p", "ink", "-o", str(out), "--model", "tiny", "--steps", "10",
-                                 "--preview-every", "2", "--json")
+    code, stdout, _ = run_main(
+        capsys, picture_path, "-p", "ink", "-o", str(out), "--model", "tiny", "--steps", "10", "--preview-every", "2", "--json"
+    )
     assert code == 0
     [(image, losses)] = measured
     assert json.loads(stdout)["losses"] == losses
@@ -91,8 +123,20 @@ def run_main(capsys, *argv):
         (None, ["--frames", "/nowhere/at/all/trajectory.gif"], "--frames folder /nowhere/at/all does not exist"),
         (None, ["--frames", "trajectory.txt"], "must end in .gif"),
     ],
-    ids=["missing", "empty", "not-image", "steps-range", "steps-type", "mode", "nan", "model", "prompt", "device",
-         "frames-folder", "frames-suffix"],
+    ids=[
+        "missing",
+        "empty",
+        "not-image",
+        "steps-range",
+        "steps-type",
+        "mode",
+        "nan",
+        "model",
+        "prompt",
+        "device",
+        "frames-folder",
+        "frames-suffix",
+    ],
 )
 def test_bad_input_exits_2_with_one_line(capsys, tmp_path, picture_path, make_input, extra, fragment):
     source = str(make_input(tmp_path)) if make_input else picture_path
@@ -103,11 +147,27 @@ def test_bad_input_exits_2_with_one_line(capsys, tmp_path, picture_path, make_in
     assert len(lines) == 1 and fragment in lines[0], err
 
 
-def test_bad_output_path_is_rejected_before_any_work(capsys, tmp_path, picture_path):
-    code, _, err = run_main(capsys, picture_path, "-p", "ink", "-o", str(tmp_path / "o.xyz"), "--model", "tiny")
-    assert code == 2 and "must end in one of" in err
-    code, _, err = run_main(capsys, picture_path, "-p", "ink", "-o", str(tmp_path / "nowhere" / "o.png"), "--model", "tiny")
-    assert code == 2 and "does not exist" in err
+@pytest.mark.parametrize(
+    "paths, fragment",
+    [
+        (("-o", "o.xyz"), "must end in one of"),
+        (("-o", "nowhere/o.png"), "does not exist"),
+        (("-o", "o.png", "--frames", "frames.mp4"), "--frames"),
+    ],
+)
+def test_bad_output_paths_are_rejected_before_any_work(monkeypatch, capsys, tmp_path, picture_path, paths, fragment):
+    """Loading the models or decoding the picture would fail this test: the option error must come first."""
+    import stylizer.inputs
+    import stylizer.loading
+
+    def work(*args, **kwargs):
+        raise AssertionError("work started before the options were checked")
+
+    monkeypatch.setattr(stylizer.loading, "load_models", work)
+    monkeypatch.setattr(stylizer.inputs, "prepare_job", work)
+    flag, name, *rest = paths
+    code, _, err = run_main(capsys, picture_path, "-p", "ink", flag, str(tmp_path / name), *rest, "--model", "tiny")
+    assert code == 2 and fragment in err, err
 
 
 def test_missing_weights_exit_2_naming_the_model(capsys, tmp_path, picture_path):

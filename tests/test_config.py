@@ -19,7 +19,7 @@ def test_defaults_validate_and_round_trip_through_json():
     [
         ({"prompt": ""}, "prompt is empty"),
         ({"prompt": " \t\n "}, "prompt is empty"),
-        ({"prompt": "x" * 1001}, "limit is 1000"),
+        ({"prompt": "x" * 20_001}, "limit is 20,000"),
         ({"reference": ""}, "reference is empty"),
         ({"steps": 0}, "steps must be between 1 and"),
         ({"steps": 2.5}, "steps must be a whole number"),
@@ -40,14 +40,28 @@ def test_bad_values_raise_clear_errors(changes, fragment):
         StyleConfig(**{"prompt": "oil painting", **changes}).validated()
 
 
+def test_a_pasted_essay_of_a_prompt_is_accepted():
+    essay = "a watercolour of a quiet harbour at dawn, soft light on the water, " * 45
+    assert len(essay) > 3000
+    assert StyleConfig(prompt=essay).validated().prompt == essay.strip()
+
+
 def test_control_characters_and_runs_of_space_are_cleaned():
     config = StyleConfig(prompt="oil\x00 painting\x1b  of\nflowers").validated()
     assert config.prompt == "oil painting of flowers"
 
 
 def test_limits_cap_the_ranges_and_come_from_the_environment():
-    limits = Limits.from_env({"STYLIZER_MAX_STEPS": "20", "STYLIZER_MAX_SIZE": "128", "STYLIZER_OUTPUT_TTL": "60",
-                              "STYLIZER_MAX_UPLOAD_MB": "5", "STYLIZER_JOB_TIMEOUT": "30", "STYLIZER_MAX_PIXELS": "1e6"})
+    limits = Limits.from_env(
+        {
+            "STYLIZER_MAX_STEPS": "20",
+            "STYLIZER_MAX_SIZE": "128",
+            "STYLIZER_OUTPUT_TTL": "60",
+            "STYLIZER_MAX_UPLOAD_MB": "5",
+            "STYLIZER_JOB_TIMEOUT": "30",
+            "STYLIZER_MAX_PIXELS": "1e6",
+        }
+    )
     assert (limits.max_steps, limits.max_size, limits.output_ttl_s) == (20, 128, 60.0)
     assert (limits.max_upload_mb, limits.job_timeout_s, limits.max_pixels) == (5.0, 30.0, 1_000_000)
     with pytest.raises(ConfigError, match="steps must be between 1 and 20"):

@@ -19,15 +19,55 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The keys Hugging Face documents for a Space's README front matter.
 SPACES_KEYS = {
-    "title", "emoji", "colorFrom", "colorTo", "sdk", "sdk_version", "python_version", "app_file", "app_port",
-    "base_path", "fullWidth", "header", "short_description", "models", "datasets", "tags", "thumbnail",
-    "pinned", "hf_oauth", "hf_oauth_scopes", "hf_oauth_expiration_minutes", "hf_oauth_authorized_org",
-    "disable_embedding", "startup_duration_timeout", "custom_headers", "preload_from_hub", "license",
-    "suggested_hardware", "suggested_storage",
+    "title",
+    "emoji",
+    "colorFrom",
+    "colorTo",
+    "sdk",
+    "sdk_version",
+    "python_version",
+    "app_file",
+    "app_port",
+    "base_path",
+    "fullWidth",
+    "header",
+    "short_description",
+    "models",
+    "datasets",
+    "tags",
+    "thumbnail",
+    "pinned",
+    "hf_oauth",
+    "hf_oauth_scopes",
+    "hf_oauth_expiration_minutes",
+    "hf_oauth_authorized_org",
+    "disable_embedding",
+    "startup_duration_timeout",
+    "custom_headers",
+    "preload_from_hub",
+    "license",
+    "suggested_hardware",
+    "suggested_storage",
 }
 COLOURS = {"red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray"}
-HARDWARE = {"cpu-basic", "cpu-upgrade", "t4-small", "t4-medium", "l4x1", "l4x4", "a10g-small", "a10g-large",
-            "a10g-largex2", "a10g-largex4", "a100-large", "l40sx1", "l40sx4", "l40sx8", "h100", "zero-a10g"}
+HARDWARE = {
+    "cpu-basic",
+    "cpu-upgrade",
+    "t4-small",
+    "t4-medium",
+    "l4x1",
+    "l4x4",
+    "a10g-small",
+    "a10g-large",
+    "a10g-largex2",
+    "a10g-largex4",
+    "a100-large",
+    "l40sx1",
+    "l40sx4",
+    "l40sx8",
+    "h100",
+    "zero-a10g",
+}
 
 
 def front_matter() -> dict:
@@ -66,8 +106,19 @@ def test_a_zero_gpu_space_installs_a_torch_it_supports():
 def test_readme_front_matter_is_a_valid_spaces_config():
     meta = front_matter()
     assert set(meta) <= SPACES_KEYS, f"unknown keys: {set(meta) - SPACES_KEYS}"
-    for key in ("title", "emoji", "sdk", "sdk_version", "app_file", "python_version", "suggested_hardware",
-                "models", "preload_from_hub", "license", "short_description"):
+    for key in (
+        "title",
+        "emoji",
+        "sdk",
+        "sdk_version",
+        "app_file",
+        "python_version",
+        "suggested_hardware",
+        "models",
+        "preload_from_hub",
+        "license",
+        "short_description",
+    ):
         assert meta.get(key), key
     assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py" and (ROOT / meta["app_file"]).is_file()
     assert requirement("gradio").specifier.contains(str(meta["sdk_version"])), "sdk_version must satisfy requirements.txt"
@@ -78,7 +129,7 @@ def test_readme_front_matter_is_a_valid_spaces_config():
 
 
 def test_front_matter_models_are_the_default_presets_repos():
-    from stylizer.models import CLIP_MODELS, DEFAULT_CLIP, DEFAULT_PRESET, PRESETS
+    from stylizer.loading.presets import CLIP_MODELS, DEFAULT_CLIP, DEFAULT_PRESET, PRESETS
 
     meta = front_matter()
     preset = PRESETS[DEFAULT_PRESET]
@@ -134,7 +185,7 @@ def test_dockerfile_has_the_user_port_and_cache():
 
 def test_the_container_listens_on_all_interfaces_at_the_exposed_port(monkeypatch):
     """app.py, run by CMD in the container's environment, binds 0.0.0.0:7860, the port EXPOSE names."""
-    from stylizer.models import PRESETS
+    from stylizer.loading import PRESETS
 
     steps = dockerfile()
     for name in [n for n in os.environ if n.startswith(("GRADIO_", "STYLIZER_"))]:  # only the container's settings count
@@ -169,6 +220,7 @@ def test_app_offline_share_keeps_serving_and_auth_from_the_environment_protects_
 
     import httpx
     from gradio_client import Client
+    from gradio_client.exceptions import AuthenticationError
 
     from .apphelpers import app_process
 
@@ -180,7 +232,7 @@ def test_app_offline_share_keeps_serving_and_auth_from_the_environment_protects_
             time.sleep(0.5)
         assert "Could not create a public share link" in log.read_text(), log.read_text()
         assert httpx.get(url + "config").status_code in (401, 403)
-        with pytest.raises(Exception):
+        with pytest.raises(AuthenticationError, match="credentials were not provided"):
             Client(url, verbose=False)
         client = Client(url, auth=("ada", "lovelace"), verbose=False)
         assert "/stylize" in client.view_api(return_format="dict")["named_endpoints"]

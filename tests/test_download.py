@@ -18,12 +18,12 @@ from huggingface_hub.errors import EntryNotFoundError
 from safetensors.torch import save_file
 from torchvision.models.vgg import cfgs, make_layers
 
-from stylizer import hub, weights
-from stylizer import models as models_module
+from stylizer import loading
 from stylizer.cli import main
 from stylizer.errors import ModelLoadError
+from stylizer.loading import fetch, hub
 
-from .test_loading import hub_snapshot, save_flat_ddpm
+from .helpers import hub_snapshot, save_flat_ddpm
 
 CHURCH_FILES = ("config.json", "diffusion_pytorch_model.bin", "scheduler_config.json", "open_clip_model.safetensors", "vgg16-397923af.pth")
 
@@ -112,10 +112,27 @@ def test_download_fetches_everything_once_then_runs_offline(capsys, tmp_path, pi
         assert remote.transfers == []
         assert "(0 B downloaded now)" in err and err.count("  cached   ") == 5
     # The CLI then runs from the caches alone (the Hub is offline in the test session).
-    models_module._load_models_cached.cache_clear()
-    code = main([picture_path, "-p", "ink", "-o", str(tmp_path / "out.png"), "--model", "church-256", "--size", "64",
-                 "--steps", "2", "--patches", "2", "--device", "cpu"])
-    models_module._load_models_cached.cache_clear()
+    loading.clear_cache()
+    code = main(
+        [
+            picture_path,
+            "-p",
+            "ink",
+            "-o",
+            str(tmp_path / "out.png"),
+            "--model",
+            "church-256",
+            "--size",
+            "64",
+            "--steps",
+            "2",
+            "--patches",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
+    loading.clear_cache()
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "out.png").is_file()
 
@@ -130,7 +147,7 @@ def test_download_of_an_uncached_model_fails_cleanly_offline(capsys):
 def test_offline_vgg16_is_a_clear_error_and_never_downloaded(monkeypatch):
     monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *args, **kwargs: pytest.fail("HF_HUB_OFFLINE=1 must not download"))
     with pytest.raises(ModelLoadError) as info:
-        weights.vgg_checkpoint()
+        fetch.vgg_checkpoint()
     message = str(info.value)
     assert "VGG16" in message and "HF_HUB_OFFLINE" in message and "python -m stylizer download" in message
 

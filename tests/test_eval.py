@@ -6,8 +6,8 @@ import math
 import re
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 from urllib.parse import unquote
 
 import pytest
@@ -19,7 +19,8 @@ from stylizer.eval import Grid, Judge, metrics, run_grid, sweep_settings, write_
 from stylizer.eval import judge as judge_module
 from stylizer.eval.cli import main
 from stylizer.eval.dataset import DEFAULT_IMAGES, find_images, read_prompts
-from stylizer.models import TINY_CLIP_ARCH, build_clip
+from stylizer.loading.build import build_clip
+from stylizer.loading.presets import TINY_CLIP_ARCH
 
 SMALL = {"size": 64, "steps": 10, "strength": 0.7}
 SCORES = ("clip_score", "directional_similarity", "patch_clip_score", "ssim", "vgg_feature_distance", "seconds")
@@ -32,8 +33,15 @@ def judge(tiny_models):
 
 
 def meta_for(models, judge):
-    return {"model": models.name, "untrained": models.untrained, "guide_clip": models.clip.name,
-            "judge_clip": judge.clip.name, "device": str(models.device), "base": SMALL, "created": "now"}
+    return {
+        "model": models.name,
+        "untrained": models.untrained,
+        "guide_clip": models.clip.name,
+        "judge_clip": judge.clip.name,
+        "device": str(models.device),
+        "base": SMALL,
+        "created": "now",
+    }
 
 
 def linked_files(out: Path) -> set[str]:
@@ -94,7 +102,10 @@ def test_command_line_sweep_draws_and_links_the_sweep_chart(tmp_path):
     assert_complete_report(out, runs=3)
     rows = read_report(out)["rows"]
     assert [(r["setting"], r["sweep"], r["w_content"]) for r in rows] == [
-        ("w_content=0", "w_content", 0.0), ("w_content=200", "w_content", 200.0), ("w_content=10000", "w_content", 10000.0)]
+        ("w_content=0", "w_content", 0.0),
+        ("w_content=200", "w_content", 200.0),
+        ("w_content=10000", "w_content", 10000.0),
+    ]
     chart = out / "sweep_w_content.png"
     with Image.open(chart) as image:
         assert image.format == "PNG"
@@ -254,8 +265,20 @@ def test_prompts_file_skips_comments_blanks_and_repeats(tmp_path, capsys):
     assert "holds no prompt" in capsys.readouterr().err
 
 
-def test_defaults_are_the_example_images_and_about_ten_prompts():
-    assert [p.name for p in find_images()] == sorted(p.name for p in DEFAULT_IMAGES.glob("*.jpg"))
+def test_find_images_takes_the_image_files_directly_inside_a_folder(tmp_path):
+    for name in ("b.PNG", "a.jpg", "c.webp"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name, format={".PNG": "PNG", ".jpg": "JPEG", ".webp": "WEBP"}[Path(name).suffix])
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "LICENSE.md").write_text("MIT")
+    (tmp_path / "nested").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "nested" / "d.png")
+    (tmp_path / "folder.png").mkdir()  # a folder with an image's name is not an image
+    assert [p.name for p in find_images(tmp_path)] == ["a.jpg", "b.PNG", "c.webp"]
+
+
+def test_defaults_are_the_four_example_images_and_about_ten_prompts():
+    assert DEFAULT_IMAGES.name == "assets"
+    assert [p.name for p in find_images()] == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"]
     assert 8 <= len(read_prompts()) <= 12 and "drawing with black ink" in read_prompts()
 
 
@@ -265,8 +288,15 @@ def test_report_escapes_user_text(tmp_path):
     for name in ("a.png", "b.png"):
         Image.new("RGB", (8, 8)).save(tmp_path / name)
     prompt = '<script>alert("x")</script> & ink'
-    row = {"image": "<img>.jpg", "prompt": prompt, "setting": "default", "sweep": "", "output": "a.png", "content": "b.png",
-           **{m: 0.5 for m in SCORES}}
+    row = {
+        "image": "<img>.jpg",
+        "prompt": prompt,
+        "setting": "default",
+        "sweep": "",
+        "output": "a.png",
+        "content": "b.png",
+        **{m: 0.5 for m in SCORES},
+    }
     meta = {"model": "<m>", "untrained": True, "guide_clip": "c", "judge_clip": "c", "device": "cpu", "base": {}, "created": "now"}
     page = write_report([row], meta, list(SCORES), tmp_path).read_text(encoding="utf-8")
     assert "<script>" not in page and "<img>.jpg" not in page and "<m>" not in page

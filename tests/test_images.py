@@ -10,7 +10,7 @@ from stylizer.config import Limits
 from stylizer.errors import InputError
 from stylizer.images import load_image, output_size, save_animation, to_pil, to_tensor, working_size
 
-from .conftest import make_image, swapped_primaries_profile
+from .helpers import make_image, swapped_primaries_profile
 
 
 def _encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:

@@ -12,21 +12,19 @@ from diffusers import DDIMScheduler, StableDiffusionPipeline
 from diffusers.models.autoencoders.vae import DecoderOutput
 from torch import nn
 
-from stylizer import models as models_module
+from stylizer import loading
 from stylizer.backends import VAE_TILE_SIDE, LatentBackend, PixelBackend
 from stylizer.cli import main
 from stylizer.config import StyleConfig
 from stylizer.errors import ModelLoadError
 from stylizer.images import to_pil, to_tensor
-from stylizer.models import Models, load_backend, load_models, resolve_preset
-from stylizer.tiny import SD_SCHEDULE, tiny_latent_parts
-from stylizer.sampler import frame_count, stylize
+from stylizer.loading import Models, load_models, resolve_preset
+from stylizer.loading.build import load_backend
+from stylizer.loading.tiny import SD_SCHEDULE, tiny_latent_parts
+from stylizer.sampler import frame_count
 
-from .conftest import make_image
-from .test_loading import hub_snapshot
-from .test_sampler import AnalyticEps
-
-NO_GUIDANCE = dict(w_dir=0.0, w_patch=0.0, w_content=0.0, w_tv=0.0)
+from . import helpers
+from .helpers import NO_GUIDANCE, AnalyticEps, hub_snapshot, make_image, pixels
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +34,8 @@ def latent_models():
 
 
 def run(models, image, **settings):
-    config = StyleConfig(**{"prompt": "drawing with black ink", "size": 64, "steps": 10, "strength": 0.5, **settings}).validated()
-    return list(stylize(models, image, config))
-
-
-def pixels(frame) -> np.ndarray:
-    return np.asarray(frame.image, dtype=np.int16)
+    """A short job at strength 0.5 (the latent tests' default)."""
+    return helpers.run(models, image, **{"strength": 0.5, **settings})
 
 
 @pytest.fixture(scope="module")
@@ -89,10 +83,10 @@ def test_classifier_free_guidance_combines_the_two_passes(latent_models):
     backend = latent_models.backend
     x, t = torch.randn(1, 4, 12, 16, generator=torch.Generator().manual_seed(0)), torch.tensor(500)
     with torch.no_grad():
-        uncond = backend.eps(x, t, backend.condition("ink", "a photo", 0.0))
-        text = backend.eps(x, t, backend.condition("ink", "a photo", 1.0))
-        guided = backend.eps(x, t, backend.condition("ink", "a photo", 4.0))
-    assert backend.condition("ink", "a photo", 0.0).embeds.shape[0] == 1  # cfg 0 skips the text pass
+        uncond = backend.eps(x, t, backend.condition("ink", 0.0))
+        text = backend.eps(x, t, backend.condition("ink", 1.0))
+        guided = backend.eps(x, t, backend.condition("ink", 4.0))
+    assert backend.condition("ink", 0.0).embeds.shape[0] == 1  # cfg 0 skips the text pass
     assert not torch.allclose(uncond, text)
     assert torch.allclose(guided, uncond + 4.0 * (text - uncond), atol=1e-5)
 
@@ -100,9 +94,24 @@ def test_classifier_free_guidance_combines_the_two_passes(latent_models):
 def test_cli_cfg_scale_reaches_the_backend(monkeypatch, tmp_path, picture_path, latent_models):
     seen = []
     original = LatentBackend.condition
-    monkeypatch.setattr(LatentBackend, "condition", lambda self, p, r, scale: seen.append(scale) or original(self, p, r, scale))
-    code = main([picture_path, "-p", "ink", "-o", str(tmp_path / "o.png"), "--model", "tiny-latent",
-                 "--steps", "2", "--strength", "0.5", "--cfg-scale", "3.5"])
+    monkeypatch.setattr(LatentBackend, "condition", lambda self, p, scale: seen.append(scale) or original(self, p, scale))
+    code = main(
+        [
+            picture_path,
+            "-p",
+            "ink",
+            "-o",
+            str(tmp_path / "o.png"),
+            "--model",
+            "tiny-latent",
+            "--steps",
+            "2",
+            "--strength",
+            "0.5",
+            "--cfg-scale",
+            "3.5",
+        ]
+    )
     assert code == 0 and seen == [3.5]
 
 
@@ -146,7 +155,9 @@ def test_final_image_is_the_full_decode_of_the_final_latent_not_the_preview(monk
 def test_vae_tiles_only_above_the_tile_side(monkeypatch, latent_models):
     backend = latent_models.backend
     calls = []
-    monkeypatch.setattr(backend.vae, "tiled_decode", lambda z, return_dict=True: calls.append(z.shape) or DecoderOutput(sample=torch.zeros(1, 3, 8, 8)))
+    monkeypatch.setattr(
+        backend.vae, "tiled_decode", lambda z, return_dict=True: calls.append(z.shape) or DecoderOutput(sample=torch.zeros(1, 3, 8, 8))
+    )
     side = VAE_TILE_SIDE // backend.vae_factor
     backend.decode(torch.zeros(1, 4, side, 8))
     assert calls == []
@@ -201,15 +212,23 @@ _SPECIAL = {"__type": "AddedToken", "lstrip": False, "normalized": True, "rstrip
 # stable-diffusion-v1-5's tokenizer/tokenizer_config.json and special_tokens_map.json.
 SD15_TOKENIZER_FILES = {
     "tokenizer_config.json": {
-        "add_prefix_space": False, "bos_token": {**_SPECIAL, "content": "<|startoftext|>"}, "do_lower_case": True,
-        "eos_token": {**_SPECIAL, "content": "<|endoftext|>"}, "errors": "replace", "model_max_length": 77,
-        "name_or_path": "openai/clip-vit-large-patch14", "pad_token": "<|endoftext|>",
-        "special_tokens_map_file": "./special_tokens_map.json", "tokenizer_class": "CLIPTokenizer",
+        "add_prefix_space": False,
+        "bos_token": {**_SPECIAL, "content": "<|startoftext|>"},
+        "do_lower_case": True,
+        "eos_token": {**_SPECIAL, "content": "<|endoftext|>"},
+        "errors": "replace",
+        "model_max_length": 77,
+        "name_or_path": "openai/clip-vit-large-patch14",
+        "pad_token": "<|endoftext|>",
+        "special_tokens_map_file": "./special_tokens_map.json",
+        "tokenizer_class": "CLIPTokenizer",
         "unk_token": {**_SPECIAL, "content": "<|endoftext|>"},
     },
     "special_tokens_map.json": {
-        "bos_token": {**_SPECIAL, "content": "<|startoftext|>"}, "eos_token": {**_SPECIAL, "content": "<|endoftext|>"},
-        "pad_token": "<|endoftext|>", "unk_token": {**_SPECIAL, "content": "<|endoftext|>"},
+        "bos_token": {**_SPECIAL, "content": "<|startoftext|>"},
+        "eos_token": {**_SPECIAL, "content": "<|endoftext|>"},
+        "pad_token": "<|endoftext|>",
+        "unk_token": {**_SPECIAL, "content": "<|endoftext|>"},
     },
 }
 
@@ -220,9 +239,14 @@ def save_tiny_sd(folder: Path, sd_tokenizer_files: bool = False) -> LatentBacken
     with torch.no_grad():
         parts.unet.conv_in.bias.fill_(0.5)
     StableDiffusionPipeline(
-        unet=parts.unet, vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
+        unet=parts.unet,
+        vae=parts.vae,
+        text_encoder=parts.text_encoder,
+        tokenizer=parts.tokenizer,
         scheduler=DDIMScheduler.from_config(parts.scheduler_config),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     ).save_pretrained(folder)
     if sd_tokenizer_files:  # what SD repos ship, instead of the tokenizer.json transformers 5 writes
         (folder / "tokenizer" / "tokenizer.json").unlink()
@@ -234,9 +258,9 @@ def save_tiny_sd(folder: Path, sd_tokenizer_files: bool = False) -> LatentBacken
 
 @pytest.fixture
 def fresh_model_cache():
-    models_module._load_models_cached.cache_clear()
+    loading.clear_cache()
     yield
-    models_module._load_models_cached.cache_clear()
+    loading.clear_cache()
 
 
 def load_like_load_models(model: str) -> LatentBackend:
@@ -274,7 +298,9 @@ def test_folder_missing_a_part_is_a_clear_error(tmp_path, fresh_model_cache):
 
 def test_uncached_repo_part_is_a_clear_error_naming_the_model_and_the_fix(fresh_model_cache):
     snapshot = hub_snapshot("someone/half-cached-sd")
-    (snapshot / "model_index.json").write_text(json.dumps({"unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}))
+    (snapshot / "model_index.json").write_text(
+        json.dumps({"unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]})
+    )
     with pytest.raises(ModelLoadError) as info:
         load_models("someone/half-cached-sd", "cpu")
     message = str(info.value)

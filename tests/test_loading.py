@@ -5,7 +5,6 @@ is offline, so a file laid out in the cache exactly as a download would leave it
 what ``load_models`` must find.
 """
 
-import json
 import os
 from pathlib import Path
 
@@ -16,13 +15,14 @@ from diffusers import DDPMScheduler
 from huggingface_hub import constants
 from safetensors.torch import save_file
 
-from stylizer import hub
-from stylizer import models as models_module
+from stylizer import loading
 from stylizer.errors import ConfigError, ModelLoadError
-from stylizer.models import TINY_CLIP_ARCH, build_clip, load_backend, load_clip, load_models, load_vgg, resolve_preset
-from stylizer.tiny import tiny_unet
+from stylizer.loading import build, hub, load_models, load_preset, resolve_preset
+from stylizer.loading.build import build_clip, load_backend, load_clip, load_vgg
+from stylizer.loading.presets import TINY_CLIP_ARCH
+from stylizer.loading.tiny import tiny_unet
 
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
+from .helpers import hub_snapshot, save_flat_ddpm
 
 # Each guidance CLIP choice: its open_clip architecture and the Hub repo its 'openai' weights come from.
 CLIP_SOURCES = {
@@ -32,29 +32,11 @@ CLIP_SOURCES = {
 }
 
 
-def hub_snapshot(repo_id: str) -> Path:
-    """The cache folder hf_hub_download would fill for ``repo_id`` (and its refs/main)."""
-    root = Path(os.environ["HF_HUB_CACHE"]) / ("models--" + repo_id.replace("/", "--"))
-    (root / "refs").mkdir(parents=True, exist_ok=True)
-    (root / "refs" / "main").write_text(COMMIT)
-    snapshot = root / "snapshots" / COMMIT
-    snapshot.mkdir(parents=True, exist_ok=True)
-    return snapshot
-
-
-def save_flat_ddpm(folder: Path, safe: bool) -> None:
-    """google/ddpm-ema-* layout: config.json, weights and scheduler_config.json at the top."""
-    unet = tiny_unet()
-    unet.save_pretrained(folder, safe_serialization=safe)
-    DDPMScheduler(beta_schedule="linear", clip_sample=True).save_pretrained(folder)
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"], "scheduler": ["diffusers", "DDPMScheduler"]}))
-
-
 @pytest.fixture(autouse=True)
 def fresh_model_cache():
-    models_module._load_models_cached.cache_clear()
+    loading.clear_cache()
     yield
-    models_module._load_models_cached.cache_clear()
+    loading.clear_cache()
 
 
 @pytest.fixture
@@ -157,7 +139,7 @@ def test_each_clip_choice_loads_its_architecture_from_its_own_repo(monkeypatch, 
         return build_clip(TINY_CLIP_ARCH)  # building the real architecture would take seconds and GBs
 
     monkeypatch.setattr(hub, "fetch", fake_fetch)
-    monkeypatch.setattr(models_module, "build_clip", fake_build)
+    monkeypatch.setattr(build, "build_clip", fake_build)
     models = load_models("tiny", "cpu", clip=choice)
     arch, repo = CLIP_SOURCES[choice]
     assert models.preset.clip == choice
@@ -210,7 +192,13 @@ def test_unknown_model_clip_and_device_are_config_errors():
 
 
 def test_models_are_cached_per_device():
-    assert load_models("tiny", "cpu") is load_models("tiny", "cpu")
+    preset = resolve_preset("tiny")
+    on_cpu, on_meta = load_preset(preset, torch.device("cpu")), load_preset(preset, torch.device("meta"))
+    assert on_cpu is not on_meta
+    assert {p.device.type for p in on_meta.backend.unet.parameters()} == {"meta"}
+    assert {p.device.type for p in on_cpu.backend.unet.parameters()} == {"cpu"}
+    assert load_preset(preset, torch.device("meta")) is on_meta and load_preset(preset, torch.device("cpu")) is on_cpu
+    assert load_models("tiny", "cpu") is on_cpu
 
 
 def test_tiny_weights_are_identical_in_every_load():
@@ -240,7 +228,37 @@ def test_a_tampered_pickle_checkpoint_is_refused_and_never_executed(tmp_path, mo
     assert not marker.exists()
 
 
-def test_no_loader_trusts_remote_code_or_unpickles_freely():
-    source = "\n".join(p.read_text() for p in (Path(models_module.__file__).parent).glob("*.py"))
-    assert "trust_remote_code=True" not in source
-    assert "weights_only=False" not in source
+def _tampered_unet_folder(folder: Path, payload: _Payload) -> Path:
+    """A google/ddpm-* folder whose .bin weights carry ``payload`` (and no safetensors to prefer)."""
+    save_flat_ddpm(folder, safe=False)
+    weights = folder / "diffusion_pytorch_model.bin"
+    state = torch.load(weights, weights_only=True)
+    torch.save({**state, "conv_in.weight": payload}, weights)
+    return weights
+
+
+def _tampered_clip_checkpoint(folder: Path, payload: _Payload) -> Path:
+    state = build_clip(TINY_CLIP_ARCH).model.state_dict()
+    path = folder / "open_clip_pytorch_model.bin"
+    torch.save({**state, "logit_scale": payload}, path)
+    return path
+
+
+TAMPERED_LOADS = {
+    "diffusion UNet (.bin)": (_tampered_unet_folder, lambda path: load_backend(str(path.parent), torch.device("cpu"))),
+    "guidance CLIP (.bin)": (_tampered_clip_checkpoint, lambda path: load_clip("tiny", torch.device("cpu"), pretrained=str(path))),
+}
+
+
+@pytest.mark.parametrize("kind", list(TAMPERED_LOADS))
+def test_pickle_checkpoints_that_would_run_code_are_refused_by_every_loader(tmp_path, kind):
+    """A .bin checkpoint whose pickle calls os.system goes through the real loading path: refused, never run."""
+    save, load = TAMPERED_LOADS[kind]
+    live, marker = tmp_path / "live", tmp_path / "pwned"
+    path = save(tmp_path, _Payload(live))
+    torch.load(path, weights_only=False)  # the control: unpickled freely, the payload does run
+    assert live.exists()
+    save(tmp_path, _Payload(marker))
+    with pytest.raises(ModelLoadError, match="could not load"):
+        load(path)
+    assert not marker.exists()

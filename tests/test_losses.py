@@ -10,7 +10,8 @@ from PIL import Image
 from stylizer import encoders, losses
 from stylizer.config import StyleConfig
 from stylizer.images import to_tensor
-from stylizer.models import TINY_CLIP_ARCH, build_clip
+from stylizer.loading.build import build_clip
+from stylizer.loading.presets import TINY_CLIP_ARCH
 from stylizer.objective import StyleObjective
 
 

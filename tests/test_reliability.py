@@ -21,11 +21,12 @@ from PIL import Image
 
 from stylizer import worker as worker_module
 from stylizer.cli import main as cli_main
-from stylizer.config import Limits
+from stylizer.config import Limits, StyleConfig
+from stylizer.ui import api_parameters
 from stylizer.worker import Worker
 
 from .apphelpers import app_process, bomb_png, result_path, serving, wait_until_idle, wait_until_queued
-from .conftest import make_image, swapped_primaries_profile
+from .helpers import make_image, swapped_primaries_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMITS = Limits(max_pixels=4_000_000, max_upload_mb=2.0)
@@ -96,7 +97,16 @@ CORPUS = {
     "exif-rotated": (rotated_jpeg(), None),
     "icc-profile": (with_icc(), None),
 }
-SUFFIX = {"float": ".tiff", "cmyk": ".jpg", "exif-rotated": ".jpg", "icc-profile": ".jpg", "animated-gif": ".gif", "animated-webp": ".webp", "gif-bomb": ".gif", "corrupt-jpeg": ".jpg"}
+SUFFIX = {
+    "float": ".tiff",
+    "cmyk": ".jpg",
+    "exif-rotated": ".jpg",
+    "icc-profile": ".jpg",
+    "animated-gif": ".gif",
+    "animated-webp": ".webp",
+    "gif-bomb": ".gif",
+    "corrupt-jpeg": ".jpg",
+}
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +129,6 @@ def corpus_file(tmp_path: Path, name: str) -> Path:
     path = tmp_path / f"{name}{SUFFIX.get(name, '.png')}"
     path.write_bytes(CORPUS[name][0])
     return path
-
-
 
 
 @pytest.mark.parametrize("name", list(CORPUS))
@@ -204,17 +212,16 @@ def call_raw(server: str, data: list) -> str:
 
 
 def upload(server: str, path: str) -> dict:
-    with httpx.Client(base_url=server, timeout=60) as http:
-        response = http.post("/gradio_api/upload", files={"files": open(path, "rb")})
+    with httpx.Client(base_url=server, timeout=60) as http, open(path, "rb") as file:
+        response = http.post("/gradio_api/upload", files={"files": file})
         return {"path": response.json()[0], "meta": {"_type": "gradio.FileData"}}
 
 
 def api_args(image: dict, **overrides) -> list:
-    values = {"prompt": "ink", "reference": "a photo", "w_dir": 2000, "w_patch": 4000, "w_content": 100, "w_tv": 150,
-              "steps": 4, "strength": 0.6, "start": "invert", "mode": "fast", "guidance_scale": 1.0, "cfg_scale": 7.5,
-              "n_patches": 8, "patch_size": 64, "threshold": 0.7, "size": 64, "seed": 0, "randomize_seed": False}
-    values.update(overrides)
-    return [image, *values.values()]
+    """Every /stylize parameter, positionally, as a raw REST caller must send them: a short job unless overridden."""
+    values = {**StyleConfig().to_dict(), "prompt": "ink", "steps": 4, "n_patches": 8, "patch_size": 64, "size": 64}
+    values.update(image=image, randomize_seed=False, **overrides)
+    return [values[name] for name in api_parameters()]
 
 
 @pytest.mark.parametrize(
@@ -249,7 +256,7 @@ def test_other_jobs_files_cannot_be_fetched_by_guessing(server, worker, picture_
     raw = Client(server, verbose=False, download_files=False)  # the server's own file references
     outputs = raw.predict(image=handle_file(picture_path), prompt="ink", **FAST, api_name="/stylize")
     served = (outputs[4]["value"] if isinstance(outputs[4], dict) else outputs[4])[0]
-    worker_files = sorted(worker.output_dir.glob("job-*/stylized.png"))
+    worker_files = sorted(worker.outputs.root.glob("job-*/stylized.png"))
     assert worker_files
     with httpx.Client(base_url=server, timeout=30) as http:
         assert http.get(served["url"]).status_code == 200  # what the page links to is served

@@ -1,32 +1,19 @@
 """The guided DDIM loop on the tiny preset: frames, determinism, sizes, guidance, inversion."""
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler
-from torch import nn
 
 from stylizer.backends import PixelBackend
 from stylizer.config import StyleConfig
 from stylizer.images import to_tensor
-from stylizer.models import Models
+from stylizer.loading import Models
 from stylizer.sampler import ddim_invert, frame_count, stylize
 
-from .conftest import make_image
-
-NO_GUIDANCE = dict(w_dir=0.0, w_patch=0.0, w_content=0.0, w_tv=0.0)
-
-
-def run(models, image, **settings):
-    config = StyleConfig(**{"prompt": "drawing with black ink", "size": 64, "steps": 10, "strength": 0.7, **settings}).validated()
-    return list(stylize(models, image, config))
-
-
-def pixels(frame) -> np.ndarray:
-    return np.asarray(frame.image, dtype=np.int16)
+from .helpers import NO_GUIDANCE, AnalyticEps, make_image, pixels, run
 
 
 @pytest.mark.parametrize("steps, strength, every", [(10, 1.0, 3), (10, 0.5, 5), (8, 1.0, 1), (6, 0.5, 10)])
@@ -58,7 +45,7 @@ CUDA_REPEAT_TOLERANCE = {"max": 8, "mean": 0.5}
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_same_seed_on_cuda_agrees_within_tolerance(picture):
-    from stylizer.models import load_models
+    from stylizer.loading import load_models
 
     models = load_models("tiny", "cuda")
     first, again, other = (pixels(run(models, picture, seed=seed)[-1]) for seed in (7, 7, 8))
@@ -82,7 +69,9 @@ def test_directional_guidance_lowers_directional_loss(tiny_models, picture, mode
 
 
 @pytest.mark.parametrize("mode", ["fast", "full"])
-@pytest.mark.parametrize("term, weight, low, high", [("content", "w_content", 0.0, 10000.0), ("tv", "w_tv", 0.0, 10000.0), ("patch", "w_patch", 0.0, 100000.0)])
+@pytest.mark.parametrize(
+    "term, weight, low, high", [("content", "w_content", 0.0, 10000.0), ("tv", "w_tv", 0.0, 10000.0), ("patch", "w_patch", 0.0, 100000.0)]
+)
 def test_raising_a_weight_lowers_its_loss(tiny_models, picture, mode, term, weight, low, high):
     """Each slider moves the result in its direction, with the other terms at their defaults."""
     weak = run(tiny_models, picture, mode=mode, **{weight: low})[-1].losses[term]
@@ -121,21 +110,6 @@ def test_inversion_reports_every_step_and_can_be_aborted(tiny_models, picture):
     with pytest.raises(Abort):
         frames.extend(stylize(tiny_models, picture, config, on_invert=abort, on_step=lambda *_: frames.append("step")))
     assert frames == []
-
-
-class AnalyticEps(nn.Module):
-    """An analytic denoiser, ε(x, t) = ε0·(1 + t/1000).
-
-    ε ignores x, so each DDIM step is exactly invertible; but it changes with t, so
-    inverting and regenerating round-trip only when both evaluate ε at the same timesteps.
-    """
-
-    def __init__(self, shape):
-        super().__init__()
-        self.register_buffer("eps", torch.randn(shape, generator=torch.Generator().manual_seed(3)))
-
-    def forward(self, x, t):
-        return SimpleNamespace(sample=(self.eps * (1 + float(t) / 1000)).expand_as(x))
 
 
 def _scheduler():

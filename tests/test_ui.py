@@ -11,7 +11,9 @@ from PIL import Image
 from stylizer.config import Limits
 from stylizer.errors import InputError
 from stylizer.jobs import JobResult, JobUpdate, ModelInfo
-from stylizer.ui import KNOBS, StopRequests, _apply_settings, _stream, build_demo
+from stylizer.ui import build_demo
+from stylizer.ui.settings import apply_settings, page_knobs
+from stylizer.ui.stream import StopRequests, stream
 
 from .apphelpers import result_path, served
 
@@ -53,7 +55,7 @@ def test_api_names_image_prompt_reference_and_gives_the_rest_defaults(fake_app):
     params = client.view_api(return_format="dict")["named_endpoints"]["/stylize"]["parameters"]
     names = [p["parameter_name"] for p in params]
     assert names[:3] == ["image", "prompt", "reference"]
-    assert set(KNOBS) <= set(names)
+    assert set(page_knobs()) <= set(names)
     assert all(p["parameter_has_default"] for p in params if p["parameter_name"] not in ("image", "prompt"))
 
 
@@ -90,16 +92,16 @@ def test_random_seed_is_drawn_and_reported(fake_app, picture_path):
 
 def test_apply_settings_restores_every_knob_and_rejects_bad_json():
     settings = {"prompt": "neon light", "reference": "a photo", "steps": 12, "w_tv": 9.0, "seed": 42, "model": "tiny"}
-    values = dict(zip(KNOBS, _apply_settings(json.dumps(settings), Limits())))
+    values = dict(zip(page_knobs(), apply_settings(json.dumps(settings), Limits())))
     assert values["prompt"] == "neon light" and values["steps"] == 12 and values["w_tv"] == 9.0 and values["seed"] == 42
     import gradio as gr
 
     with pytest.raises(gr.Error, match="not valid JSON"):
-        _apply_settings("{oops", Limits())
+        apply_settings("{oops", Limits())
     with pytest.raises(gr.Error, match="Steps must be between"):
-        _apply_settings(json.dumps({"steps": -1}), Limits())
+        apply_settings(json.dumps({"steps": -1}), Limits())
     with pytest.raises(gr.Error, match="Steps must be between 1 and 20"):  # this server's cap, not the default
-        _apply_settings(json.dumps({"steps": 30}), Limits(max_steps=20))
+        apply_settings(json.dumps({"steps": 30}), Limits(max_steps=20))
 
 
 def test_page_names_the_model_and_flags_untrained_weights():
@@ -140,7 +142,7 @@ def test_a_stopped_run_closes_its_job_and_says_stopped(tmp_path):
         if len(pressed) == 0 and args[0][0] == 3:
             pressed.append(True)  # Stop pressed while step 3 is shown
 
-    statuses = [outputs[1] for outputs in _stream(run, "in.png", {"seed": 1}, progress, lambda: bool(pressed))]
+    statuses = [update["status"] for update in stream(run, "in.png", {"seed": 1}, progress, lambda: bool(pressed))]
     assert "Stopped" in statuses[-1] and closed == [True]
     assert sum("Step" in str(s) for s in statuses) == 3  # the job went no further than the next update
 
@@ -152,5 +154,5 @@ def test_a_run_stopped_while_queued_never_starts():
         started.append(True)
         yield JobUpdate(1, 1)
 
-    statuses = [outputs[1] for outputs in _stream(run, "in.png", {"seed": 1}, lambda *a, **k: None, lambda: True)]
+    statuses = [update["status"] for update in stream(run, "in.png", {"seed": 1}, lambda *a, **k: None, lambda: True)]
     assert statuses == [statuses[-1]] and "Stopped" in statuses[-1] and not started

@@ -93,10 +93,10 @@ def test_a_real_jobs_updates_survive_the_trip_back_from_the_gpu_process(tmp_path
 def test_zero_gpu_never_compiles(monkeypatch):
     import torch
 
-    from stylizer.accel import speedups
+    from stylizer.optimization import optimizations_for
 
     monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
-    assert speedups(torch.device("cuda"), True, torch.bfloat16).compile
+    assert optimizations_for(torch.device("cuda"), True, torch.bfloat16).compile
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
-    on_spaces = speedups(torch.device("cuda"), True, torch.bfloat16)
+    on_spaces = optimizations_for(torch.device("cuda"), True, torch.bfloat16)
     assert not on_spaces.compile and on_spaces.autocast == torch.bfloat16

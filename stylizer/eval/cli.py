@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
 
-from ..config import Limits
 from ..commands import OneLineParser, run_command
+from ..config import Limits
 from ..errors import ConfigError
 
 PROG = "python -m stylizer.eval"
@@ -34,7 +34,7 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The evaluation command's argument parser."""
-    from ..models import CLIP_MODELS, DEFAULT_PRESET, PRESETS
+    from ..loading import CLIP_MODELS, DEFAULT_PRESET, PRESETS
     from .dataset import DEFAULT_IMAGES, DEFAULT_PROMPTS
 
     parser = OneLineParser(
@@ -44,22 +44,34 @@ def build_parser() -> argparse.ArgumentParser:
         "per image, over content images x style prompts x settings. Writes metrics.json, metrics.csv, "
         "style_vs_content.png and an index.html contact sheet.",
     )
-    parser.add_argument("--model", default=DEFAULT_PRESET,
-                        help=f"preset ({', '.join(PRESETS)}), diffusers folder or repo id (default: {DEFAULT_PRESET})")
+    parser.add_argument(
+        "--model", default=DEFAULT_PRESET, help=f"preset ({', '.join(PRESETS)}), diffusers folder or repo id (default: {DEFAULT_PRESET})"
+    )
     parser.add_argument("--metric-clip", choices=list(CLIP_MODELS), help="judge CLIP for the metrics (default: the guide's CLIP)")
-    parser.add_argument("--images", default=str(DEFAULT_IMAGES), metavar="DIR",
-                        help="folder of content images (default: the repository's assets/)")
-    parser.add_argument("--prompts", default=str(DEFAULT_PROMPTS), metavar="FILE",
-                        help="style prompts, one a line; # comments (default: the built-in list)")
+    parser.add_argument(
+        "--images", default=str(DEFAULT_IMAGES), metavar="DIR", help="folder of content images (default: the repository's assets/)"
+    )
+    parser.add_argument(
+        "--prompts", default=str(DEFAULT_PROMPTS), metavar="FILE", help="style prompts, one a line; # comments (default: the built-in list)"
+    )
     parser.add_argument("--limit", type=_positive_int, metavar="N", help="use only the first N images and the first N prompts")
     parser.add_argument("--size", type=_positive_int, metavar="PX", help="working resolution, long side (default: the preset's)")
     parser.add_argument("--steps", type=_positive_int, metavar="N", help="DDIM steps over the full schedule (default: StyleConfig's)")
     parser.add_argument("--seed", type=int, help="random seed for every job (default: StyleConfig's)")
-    parser.add_argument("--sweep", action="append", default=[], metavar="FIELD=V1,V2,...",
-                        help="compare values of one StyleConfig field, e.g. w_content=0,50,200; repeat to sweep "
-                        "several fields one at a time")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="fix a StyleConfig field for every job, e.g. strength=0.7 (repeatable)")
+    parser.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="FIELD=V1,V2,...",
+        help="compare values of one StyleConfig field, e.g. w_content=0,50,200; repeat to sweep several fields one at a time",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="fix a StyleConfig field for every job, e.g. strength=0.7 (repeatable)",
+    )
     parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"report folder (default: {DEFAULT_OUT}/)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     return parser
@@ -74,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..models import load_models, resolve_preset
+    from ..loading import load_models, resolve_preset
     from .dataset import find_images, read_prompts
     from .judge import Judge
     from .report import write_report

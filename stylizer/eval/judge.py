@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
 from .. import losses
 from ..encoders import ClipEncoder, VggEncoder
-from ..models import Models, load_clip
+from ..loading import Models
+from ..loading.build import load_clip
 from . import metrics
 
 # Patch CLIP score: plain crops (no perspective warp) of a quarter of the short side,
@@ -56,8 +57,9 @@ class Judge:
         seed: seeds the patch crops.
     """
 
-    def __init__(self, clip: ClipEncoder, vgg: VggEncoder, lpips: Lpips | None = None,
-                 lpips_skipped: Skipped | None = None, seed: int = PATCH_SEED) -> None:
+    def __init__(
+        self, clip: ClipEncoder, vgg: VggEncoder, lpips: Lpips | None = None, lpips_skipped: Skipped | None = None, seed: int = PATCH_SEED
+    ) -> None:
         self.clip = clip
         self.vgg = vgg
         self.lpips = lpips
@@ -65,7 +67,7 @@ class Judge:
         self.seed = seed
 
     @classmethod
-    def for_models(cls, models: Models, metric_clip: str | None = None) -> "Judge":
+    def for_models(cls, models: Models, metric_clip: str | None = None) -> Judge:
         """A judge on ``models``' device: their CLIP unless ``metric_clip`` names another, their VGG.
 
         LPIPS is tried only for trained models: the ``tiny`` preset's judge is random anyway,

@@ -80,8 +80,7 @@ def feature_distance(features: list[torch.Tensor], references: list[torch.Tensor
         references: the same layers' activations of the reference images.
     """
     per_layer = [
-        (_unit_channels(f) - _unit_channels(r)).square().sum(dim=1).mean(dim=(1, 2))
-        for f, r in zip(features, references, strict=True)
+        (_unit_channels(f) - _unit_channels(r)).square().sum(dim=1).mean(dim=(1, 2)) for f, r in zip(features, references, strict=True)
     ]
     return torch.stack(per_layer).mean(dim=0)
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from PIL import Image
 
 from ..config import Limits, StyleConfig
 from ..errors import InputError
 from ..images import load_image, to_pil, to_tensor
-from ..models import Models
+from ..loading import Models
 from ..sampler import stylize
 from .judge import Judge
 from .sweeps import Setting
@@ -117,4 +118,3 @@ def _stylize_timed(models: Models, picture: Image.Image, config: StyleConfig) ->
 def slug(text: str) -> str:
     """A file-name-safe form of ``text`` (letters, digits, ``._=-``)."""
     return _UNSAFE.sub("-", text).strip("-.")[:60] or "x"
-

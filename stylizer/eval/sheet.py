@@ -7,7 +7,8 @@ Every piece of text from the user (prompts, file names, settings) is escaped.
 from __future__ import annotations
 
 import html
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import quote
 
 from . import judge
@@ -38,8 +39,14 @@ GLOSSARY = {
     SECONDS: "wall-clock seconds to stylize one image (models already loaded).",
 }
 # What the page's header shows: (label, meta key).
-FACTS = (("model", "model"), ("guide CLIP", "guide_clip"), ("judge CLIP", "judge_clip"), ("device", "device"),
-         ("runs", "runs"), ("created", "created"))
+FACTS = (
+    ("model", "model"),
+    ("guide CLIP", "guide_clip"),
+    ("judge CLIP", "judge_clip"),
+    ("device", "device"),
+    ("runs", "runs"),
+    ("created", "created"),
+)
 STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem; color: #222; background: #fafafa; }
 h1 { margin-bottom: .2rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid #ddd; padding-bottom: .2rem; }
@@ -53,7 +60,7 @@ figure { margin: 0; } .sheet img { width: %(thumb)dpx; height: auto; display: bl
 figcaption { font: 11px/1.35 ui-monospace, SFMono-Regular, Menlo, monospace; color: #444; margin-top: .25rem; }
 .charts img { max-width: 100%%; border: 1px solid #e2e2e2; background: #fff; margin: .4rem .6rem .4rem 0; }
 dl { display: grid; grid-template-columns: max-content auto; gap: .2rem .8rem; } dt { font-weight: 600; } dd { margin: 0; }
-""" % {"thumb": THUMB_PX}
+""" % {"thumb": THUMB_PX}  # noqa: UP031 (CSS is full of braces: printf-style keeps it readable)
 
 
 def render(rows: Sequence[Row], meta: Mapping[str, Any], metrics: Sequence[str], charts: Sequence[str]) -> str:
@@ -78,7 +85,9 @@ def render(rows: Sequence[Row], meta: Mapping[str, Any], metrics: Sequence[str],
         f'<p class="meta">{facts}</p>',
     ]
     if meta.get("untrained"):
-        parts.append(f'<p class="warn"><b>{e(str(meta["model"]))}</b> has random weights: these numbers test the harness, not the method.</p>')
+        parts.append(
+            f'<p class="warn"><b>{e(str(meta["model"]))}</b> has random weights: these numbers test the harness, not the method.</p>'
+        )
     skipped = meta.get("lpips_skipped")
     if skipped:
         parts.append(f'<p class="{"warn" if skipped["failure"] else "meta"}">{e(skipped["note"])}</p>')

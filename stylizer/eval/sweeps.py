@@ -7,8 +7,9 @@ grid builds each job's validated config.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..config import StyleConfig
 from ..errors import ConfigError

@@ -7,7 +7,7 @@ runs. Every process builds identical weights, so a seed reproduces a result.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, UNet2DModel
@@ -16,17 +16,10 @@ from torchvision.models.vgg import cfgs as vgg_layer_configs
 from torchvision.models.vgg import make_layers
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from .backends import LatentParts
-
-TINY = "tiny"
-
-TINY_LATENT = "tiny-latent"
+from ..backends import LatentParts
+from ..encoders import CLIP_CONTEXT_TOKENS
 
 TINY_SEED = 1234
-
-
-CLIP_CONTEXT_LENGTH = 77
-
 TINY_TEXT_WIDTH = 32
 
 # Stable Diffusion 1.x/2.x's noise schedule, as in their scheduler/scheduler_config.json.
@@ -115,7 +108,7 @@ def tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
         intermediate_size=2 * TINY_TEXT_WIDTH,
         num_hidden_layers=2,
         num_attention_heads=2,
-        max_position_embeddings=CLIP_CONTEXT_LENGTH,
+        max_position_embeddings=CLIP_CONTEXT_TOKENS,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -131,7 +124,7 @@ def clip_bpe_tokenizer() -> CLIPTokenizer:
     for ours, theirs in zip(("<|startoftext|>", "<|endoftext|>"), (bpe.sot_token_id, bpe.eot_token_id)):
         vocab[ours] = vocab.pop(bpe.decoder[theirs])
     merges = sorted(bpe.bpe_ranks, key=bpe.bpe_ranks.get)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=CLIP_CONTEXT_LENGTH)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=CLIP_CONTEXT_TOKENS)
 
 
 def tiny_vgg_features() -> torch.nn.Sequential:

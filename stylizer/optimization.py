@@ -1,7 +1,7 @@
 """The optimised guided step: one switch, and what it turns on on each device.
 
 ``stylize(..., optimize=True)`` runs the same loop as the eager reference
-(``optimize=False``) with these speedups, none of which changes the algorithm:
+(``optimize=False``) with these optimizations, none of which changes the algorithm:
 
 * CLIP encodes the whole image and its patch crops in one batch (every device);
 * on CUDA: the networks' forward passes run under bfloat16 autocast (the losses, the
@@ -22,8 +22,9 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,7 +41,7 @@ _COMPILED = "_stylizer_compiled"
 
 
 @dataclass(frozen=True)
-class Speedups:
+class Optimizations:
     """What the guided step does beyond the eager reference; all off is the reference itself.
 
     Attributes:
@@ -87,10 +88,10 @@ class Speedups:
         return compiled[method, mode]
 
 
-EAGER = Speedups()
+EAGER = Optimizations()
 
 
-def speedups(device: torch.device, optimize: bool | None = None, dtype: torch.dtype | None = None) -> Speedups:
+def optimizations_for(device: torch.device, optimize: bool | None = None, dtype: torch.dtype | None = None) -> Optimizations:
     """What the switch turns on on ``device``.
 
     Args:
@@ -105,17 +106,17 @@ def speedups(device: torch.device, optimize: bool | None = None, dtype: torch.dt
     if not optimize:
         return EAGER
     if device.type != "cuda":
-        return Speedups(batch_clip=True)
+        return Optimizations(batch_clip=True)
     if dtype is None:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     autocast = None if dtype == torch.float32 else dtype
     # ZeroGPU forks a fresh GPU process per job and does not support torch.compile.
-    return Speedups(batch_clip=True, autocast=autocast, channels_last=True, compile=not on_zero_gpu())
+    return Optimizations(batch_clip=True, autocast=autocast, channels_last=True, compile=not on_zero_gpu())
 
 
-def resolve(device: torch.device, optimize: bool | Speedups | None) -> Speedups:
-    """The switch as :func:`stylizer.sampler.stylize` takes it: a bool, None (automatic) or explicit speedups."""
-    return optimize if isinstance(optimize, Speedups) else speedups(device, optimize)
+def resolve(device: torch.device, optimize: bool | Optimizations | None) -> Optimizations:
+    """The switch as :func:`stylizer.sampler.stylize` takes it: a bool, None (automatic) or explicit optimizations."""
+    return optimize if isinstance(optimize, Optimizations) else optimizations_for(device, optimize)
 
 
 def _env_switch(default: bool) -> bool:

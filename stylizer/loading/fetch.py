@@ -2,7 +2,7 @@
 
 Hugging Face repos are fetched file by file into ``HF_HOME`` (only the files a
 model needs: safetensors before ``.bin``, no fp16 or EMA variants); VGG16 comes
-from torchvision's URL into ``TORCH_HOME``. The loaders in :mod:`stylizer.models`
+from torchvision's URL into ``TORCH_HOME``. The builders in :mod:`stylizer.loading.build`
 and the ``download`` command use the same functions, so what ``download`` fetched
 is exactly what loading reads.
 """
@@ -10,19 +10,16 @@ is exactly what loading reads.
 from __future__ import annotations
 
 import contextlib
-import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 from torchvision.models import VGG16_Weights
 
+from ..errors import ModelLoadError
 from . import hub
-from .errors import ModelLoadError
-from .tiny import TINY, TINY_LATENT
-
-MODEL_INDEX = "model_index.json"
+from .presets import MODEL_INDEX
 
 DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
@@ -48,37 +45,6 @@ LATENT_FILES: dict[str, tuple[tuple[str, ...], ...]] = {
 TOKENIZER_EXTRAS = ("tokenizer/tokenizer_config.json", "tokenizer/special_tokens_map.json")
 
 CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-
-
-def detect_backend(source: str) -> str:
-    """``"latent"`` for a Stable Diffusion layout, else ``"pixel"``.
-
-    A latent model is a folder or repo whose ``model_index.json`` names a ``vae``, or a
-    folder with ``unet/`` and ``vae/`` subfolders. A repo whose index cannot be read is
-    taken as ``pixel``; its loader then reports what is missing.
-
-    Args:
-        source: ``"tiny"``, ``"tiny-latent"``, a local folder or a repo id.
-    """
-    if source == TINY_LATENT:
-        return "latent"
-    if source == TINY:
-        return "pixel"
-    folder = Path(source).expanduser()
-    if folder.is_dir():
-        index = folder / MODEL_INDEX
-        names_vae = index.is_file() and _index_names_vae(index)
-        return "latent" if names_vae or ((folder / "unet").is_dir() and (folder / "vae").is_dir()) else "pixel"
-    try:
-        return "latent" if _index_names_vae(hub.fetch(source, MODEL_INDEX)) else "pixel"
-    except Exception:  # offline, missing, private or unreadable: the loader gives the full message
-        return "pixel"
-
-
-def _index_names_vae(index: Path) -> bool:
-    """Whether a diffusers ``model_index.json`` lists a VAE component."""
-    entry = json.loads(index.read_text(encoding="utf-8")).get("vae")
-    return isinstance(entry, list) and entry[0] is not None
 
 
 def pixel_folder(source: str) -> tuple[str, str | None]:

@@ -12,9 +12,9 @@ import contextvars
 import functools
 import os
 import socket
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 from urllib.parse import urlparse
 
 from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache

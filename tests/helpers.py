@@ -1,0 +1,93 @@
+"""Helpers shared by the test modules: pictures, short runs on a model set, a Hub cache snapshot, an analytic denoiser."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from diffusers import DDPMScheduler
+from PIL import Image, ImageCms
+from torch import nn
+
+from bench.run import NO_GUIDANCE
+from stylizer.config import StyleConfig
+from stylizer.images import synthetic_picture
+from stylizer.loading import Models
+from stylizer.loading.tiny import tiny_unet
+from stylizer.sampler import Frame, stylize
+
+__all__ = ["NO_GUIDANCE", "AnalyticEps", "hub_snapshot", "make_image", "pixels", "run", "save_flat_ddpm", "swapped_primaries_profile"]
+
+# The commit every fake Hub snapshot is filed under.
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def make_image(width: int = 80, height: int = 60, seed: int = 0) -> Image.Image:
+    """A smooth, structured RGB test picture (gradients plus a disc) with a little seeded noise."""
+    return synthetic_picture(width, height, noise=0.02, seed=seed)
+
+
+def run(models: Models, image: Image.Image, **settings) -> list[Frame]:
+    """Every frame of a short job (64 px, 10 steps at strength 0.7 unless ``settings`` say otherwise)."""
+    config = StyleConfig(**{"prompt": "drawing with black ink", "size": 64, "steps": 10, "strength": 0.7, **settings}).validated()
+    return list(stylize(models, image, config))
+
+
+def pixels(frame: Frame) -> np.ndarray:
+    """A frame's image as signed integers, ready for differences."""
+    return np.asarray(frame.image, dtype=np.int16)
+
+
+def hub_snapshot(repo_id: str) -> Path:
+    """The cache folder hf_hub_download would fill for ``repo_id`` (and its refs/main)."""
+    root = Path(os.environ["HF_HUB_CACHE"]) / ("models--" + repo_id.replace("/", "--"))
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text(COMMIT)
+    snapshot = root / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True, exist_ok=True)
+    return snapshot
+
+
+def save_flat_ddpm(folder: Path, safe: bool) -> None:
+    """google/ddpm-ema-* layout: config.json, weights and scheduler_config.json at the top."""
+    unet = tiny_unet()
+    unet.save_pretrained(folder, safe_serialization=safe)
+    DDPMScheduler(beta_schedule="linear", clip_sample=True).save_pretrained(folder)
+    (folder / "model_index.json").write_text(
+        json.dumps({"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"], "scheduler": ["diffusers", "DDPMScheduler"]})
+    )
+
+
+class AnalyticEps(nn.Module):
+    """An analytic denoiser, ε(x, t) = ε0·(1 + t/1000).
+
+    ε ignores x, so each DDIM step is exactly invertible; but it changes with t, so
+    inverting and regenerating round-trip only when both evaluate ε at the same timesteps.
+    """
+
+    def __init__(self, shape):
+        super().__init__()
+        self.register_buffer("eps", torch.randn(shape, generator=torch.Generator().manual_seed(3)))
+
+    def forward(self, x, t):
+        return SimpleNamespace(sample=(self.eps * (1 + float(t) / 1000)).expand_as(x))
+
+
+def swapped_primaries_profile() -> bytes:
+    """A valid ICC profile that is sRGB with its red and blue primaries swapped.
+
+    Pixels tagged with it change visibly (red reads as blue) when converted to sRGB, so a
+    test can tell whether the profile was applied; an sRGB profile would be a no-op.
+    """
+    data = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    (count,) = struct.unpack_from(">I", data, 128)
+    entries = {struct.unpack_from(">4s", data, 132 + 12 * i)[0]: 132 + 12 * i for i in range(count)}
+    red, blue = entries[b"rXYZ"], entries[b"bXYZ"]
+    # Swap where the two primaries' tags point; the tag signatures stay in place.
+    data[red + 4 : red + 12], data[blue + 4 : blue + 12] = data[blue + 4 : blue + 12], data[red + 4 : red + 12]
+    return bytes(data)

@@ -1,0 +1,74 @@
+"""The table of knobs: every StyleConfig field reaches the command line, the page and the /stylize API, and back."""
+
+import dataclasses
+
+from gradio_client import Client, handle_file
+
+from stylizer.cli import build_parser
+from stylizer.config import Limits, StyleConfig, field_range, knobs
+from stylizer.jobs import JobUpdate, ModelInfo
+from stylizer.ui import api_parameters, build_demo
+
+from .apphelpers import served
+
+INFO = ModelInfo("tiny-latent", "latent", "tiny-clip", ["cpu"], True, 64, "test models")
+# The first wave's /stylize parameters, in order: later settings may only come after them.
+FIRST_WAVE_API = [
+    "image", "prompt", "reference", "w_dir", "w_patch", "w_content", "w_tv", "steps", "strength", "start", "mode",
+    "guidance_scale", "cfg_scale", "n_patches", "patch_size", "threshold", "size", "seed", "randomize_seed",
+]  # fmt: skip
+
+
+def changed_settings() -> dict:
+    """A valid value other than the default for every setting."""
+    values = {}
+    for f in dataclasses.fields(StyleConfig):
+        knob = f.metadata["knob"]
+        if knob.choices:
+            values[f.name] = next(c for c in knob.choices if c != f.default)
+        elif isinstance(f.default, str):
+            values[f.name] = f"{f.name} text"
+        else:
+            low, high = field_range(f.name, Limits())
+            values[f.name] = int(low) + 3 if isinstance(f.default, int) else round(low + (high - low) * 0.37, 3)
+    defaults = StyleConfig().to_dict()
+    assert not any(values[name] == defaults[name] for name in values), "every value must differ from its default"
+    return StyleConfig(**values).validated().to_dict()
+
+
+def test_every_field_has_a_knob_and_every_knob_a_field():
+    assert list(knobs()) == [f.name for f in dataclasses.fields(StyleConfig)]
+
+
+def test_every_setting_is_an_option_of_the_command_line():
+    settings = changed_settings()
+    argv = ["in.png", "-o", "out.png"]
+    for action in build_parser()._actions:
+        if action.dest in settings:
+            argv += [action.option_strings[-1], str(settings[action.dest])]
+    args = build_parser().parse_args(argv)
+    assert {name: getattr(args, name) for name in settings} == settings
+
+
+def test_every_setting_is_a_control_on_the_page_and_an_api_parameter_in_a_stable_order(tmp_path, picture_path):
+    names = [name for name, knob in knobs().items() if knob.api]
+    assert names == list(knobs())  # every setting is on the page today; a knob with api=False would need a reason
+    demo = build_demo(lambda image, settings: iter(()), INFO)
+    labels = {c.get("props", {}).get("label") for c in demo.config["components"]}
+    assert {knobs()[name].label for name in names} <= labels
+    api = [p["parameter_name"] for p in demo.get_api_info()["named_endpoints"]["/stylize"]["parameters"]]
+    assert api == api_parameters() and api[: len(FIRST_WAVE_API)] == FIRST_WAVE_API
+    assert set(names) <= set(api)
+
+
+def test_every_setting_sent_to_the_api_reaches_the_job(picture_path):
+    received = []
+
+    def run(image, settings):
+        received.append(dict(settings))
+        yield JobUpdate(1, 1, queued=True)
+
+    settings = changed_settings()
+    with served(build_demo(run, INFO)) as url:
+        Client(url, verbose=False).predict(image=handle_file(picture_path), **settings, api_name="/stylize")
+    assert received == [settings]

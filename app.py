@@ -76,7 +76,7 @@ def create_app(args: argparse.Namespace):
     from stylizer.ui import build_demo
     from stylizer.warmup import warmup
     from stylizer.worker import Worker
-    from stylizer.zerogpu import gpu_run_fn
+    from stylizer.zerogpu import gpu_preview_fn, gpu_run_fn, on_zero_gpu
 
     limits = Limits.from_env()
     print(f"Loading {args.model} …", file=sys.stderr, flush=True)
@@ -87,7 +87,9 @@ def create_app(args: argparse.Namespace):
         print("Warning: the 'tiny' preset has random weights; its output is noise, for testing only", file=sys.stderr)
     for models in worker.replicas.values():
         warmup(models)  # CUDA: compile the optimised guided step now, not in the first user's job; CPU: no-op
-    demo = build_demo(gpu_run_fn(worker), info, limits)
+    # On ZeroGPU every GPU call costs the visitor's quota, so pictures are prepared by Stylize itself there.
+    prepare_fn = None if on_zero_gpu() else worker.prepare
+    demo = build_demo(gpu_run_fn(worker), info, limits, preview_fn=gpu_preview_fn(worker), prepare_fn=prepare_fn)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=worker.concurrency)
     return demo, worker
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from stylizer.config import GUIDANCE_MODES, START_MODES, StyleConfig
+from stylizer.config import GUIDANCE_MODES, START_MODES, StyleConfig, model_defaults
 from stylizer.images import synthetic_picture
 from stylizer.loading import PRESETS, Models
 from stylizer.loading.presets import TINY, TINY_LATENT
@@ -24,6 +24,8 @@ from .build import bench_models, parameter_counts
 from .measure import machine_info, machine_tag
 from .profile import PROFILE_STEPS
 from .report import EAGER_PATH, OPTIMISED_PATH, document, table
+from .rerun import table as rerun_table
+from .rerun import time_reruns
 from .run import UNGUIDED, time_case
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -98,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
         "and the costliest operators (in the JSON, and summarised in the table)",
     )
     parser.add_argument(
+        "--rerun",
+        action="store_true",
+        help="instead of the cases above: time the eager path cold (a new picture), warm (the picture prepared, one loss weight "
+        "changed) and as a live preview, with their ratios",
+    )
+    parser.add_argument("--preview-size", type=int, help="--rerun: the preview's resolution (default: the app's for these models)")
+    parser.add_argument("--preview-steps", type=int, help="--rerun: the preview's steps (default: the app's)")
+    parser.add_argument(
         "--out", type=Path, help=f"JSON file (default: {RESULTS_DIR.name}/<machine>-<models>-<date>.json next to this package)"
     )
     return parser
@@ -121,19 +131,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     models = bench_models(args.backend, device, dtype, args.preset)
     load_s = time.perf_counter() - started
+    size = args.size or models.preset.size
+    defaults = model_defaults(models.backend.kind, size)
     config = StyleConfig(
         prompt=PROMPT,
-        size=args.size or models.preset.size,
+        size=size,
         steps=args.steps,
         strength=args.strength,
         n_patches=args.patches,
         start=args.start,
         preview_every=args.preview_every,
+        preview_size=args.preview_size or defaults["preview_size"],
+        preview_steps=args.preview_steps or defaults["preview_steps"],
     ).validated()
     picture = synthetic_picture(config.size, config.size)
     guidances = (UNGUIDED, *(GUIDANCE_MODES if args.mode == BOTH else (args.mode,)))
 
-    args.out = args.out or RESULTS_DIR / f"{machine_tag(device)}-{args.preset or ARCHITECTURES[args.backend]}-{datetime.date.today()}.json"
+    kind = "-rerun" if args.rerun else ""
+    args.out = (
+        args.out or RESULTS_DIR / f"{machine_tag(device)}-{args.preset or ARCHITECTURES[args.backend]}{kind}-{datetime.date.today()}.json"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     settings = {
         **_plain(vars(args)),
@@ -142,6 +159,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "optimizations": {path: _plain(dataclasses.asdict(optimizations)) for path, optimizations in paths.items()},
     }
     machine, described = machine_info(device), _describe(models, load_s)
+    if args.rerun:
+        print(f"bench: timing cold, warm and preview jobs ({models.name}, {config.size} px)", file=sys.stderr, flush=True)
+        reruns = time_reruns(models, picture, config, EAGER, args.repeats)
+        doc = {"schema": 1, "machine": machine, "settings": settings, "models": described, "rerun": reruns}
+        args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        print(rerun_table(doc))
+        print(f"bench: wrote {args.out}", file=sys.stderr)
+        return 0
     results = []
     for path, optimizations in paths.items():  # eager first: the optimised path leaves the weights channels_last
         for guidance in guidances:

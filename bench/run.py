@@ -19,6 +19,7 @@ from PIL import Image
 from stylizer.config import StyleConfig
 from stylizer.loading import Models
 from stylizer.optimization import Optimizations
+from stylizer.prepared import PreparedCache
 from stylizer.sampler import stylize
 from stylizer.warmup import WARMUP_STEPS
 
@@ -73,7 +74,9 @@ class CaseResult:
 
 
 @dataclass
-class _Job:
+class Job:
+    """What :func:`run_job` measured; seconds and MB (see :class:`CaseResult` for each figure)."""
+
     seconds: float
     first_frame_s: float
     first_frame_step: int
@@ -108,8 +111,8 @@ def time_case(
     """
     job_config = guidance_config(config, guidance)
     warm_config = dataclasses.replace(job_config, steps=WARMUP_STEPS, strength=1.0)
-    warmup_s = _job(models, picture, warm_config, optimizations).seconds
-    jobs = [_job(models, picture, job_config, optimizations) for _ in range(repeats)]
+    warmup_s = run_job(models, picture, warm_config, optimizations).seconds
+    jobs = [run_job(models, picture, job_config, optimizations) for _ in range(repeats)]
     intervals = [s for job in jobs for s in job.intervals[SETTLING_INTERVALS:]]
     peak = max(jobs, key=lambda job: job.peak_mb)
     return CaseResult(
@@ -136,14 +139,17 @@ def image_difference(a: Image.Image, b: Image.Image) -> dict[str, float]:
     return {"max": float(diff.max()), "mean": float(diff.mean())}
 
 
-def _job(models: Models, picture: Image.Image, config: StyleConfig, optimizations: Optimizations) -> _Job:
+def run_job(
+    models: Models, picture: Image.Image, config: StyleConfig, optimizations: Optimizations, cache: PreparedCache | None = None
+) -> Job:
+    """One job through the real ``stylize``, timed: end to end, to the first frame, and each step; with its peak memory."""
     clock = StepClock(models.device)
     first: tuple[float, int] | None = None
     with PeakMemory(models.device) as memory:
         started = time.perf_counter()
-        for frame in stylize(models, picture, config, on_step=clock, optimize=optimizations):
+        for frame in stylize(models, picture, config, on_step=clock, optimize=optimizations, cache=cache):
             if first is None:
                 first = (time.perf_counter() - started, frame.step)
         seconds = time.perf_counter() - started
     assert first is not None and frame.final  # stylize always ends with the final frame
-    return _Job(seconds, first[0], first[1], clock.intervals(), memory.peak_mb, memory.kind, memory.before_mb, frame)
+    return Job(seconds, first[0], first[1], clock.intervals(), memory.peak_mb, memory.kind, memory.before_mb, frame)

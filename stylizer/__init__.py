@@ -15,6 +15,7 @@ from .config import Limits, StyleConfig
 from .errors import ConfigError, InputError, ModelLoadError, StylizerError
 from .images import load_image
 from .loading import PRESETS, load_models
+from .prepared import PreparedCache, prepare_picture
 from .sampler import Frame, stylize
 
 __all__ = [
@@ -24,9 +25,11 @@ __all__ = [
     "Limits",
     "ModelLoadError",
     "PRESETS",
+    "PreparedCache",
     "StyleConfig",
     "StylizerError",
     "load_image",
     "load_models",
+    "prepare_picture",
     "stylize",
 ]

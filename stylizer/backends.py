@@ -60,11 +60,13 @@ class DiffusionBackend(ABC):
         kind: ``"pixel"`` or ``"latent"``.
         multiple: every image side must be a multiple of this many pixels.
         grad_gain: scales the guidance gradient into pixel-equivalent units.
+        conditions_on_text: the UNet reads text, so its inversion depends on the reference text.
     """
 
     kind: str = ""
     multiple: int = 1
     grad_gain: float = 1.0
+    conditions_on_text: bool = False
 
     def __init__(self, scheduler_config: Mapping[str, Any]) -> None:
         config = dict(scheduler_config)
@@ -85,6 +87,11 @@ class DiffusionBackend(ABC):
     def new_scheduler(self) -> DDIMScheduler:
         """A fresh DDIM scheduler (schedulers hold per-job state, so never share one)."""
         return DDIMScheduler.from_config(self.scheduler_config)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The precision the denoiser runs in."""
+        return self.networks[0].dtype
 
     @abstractmethod
     def encode(self, image: torch.Tensor) -> torch.Tensor:
@@ -185,6 +192,7 @@ class LatentBackend(DiffusionBackend):
     """
 
     kind = "latent"
+    conditions_on_text = True
 
     def __init__(
         self,
@@ -215,11 +223,6 @@ class LatentBackend(DiffusionBackend):
         self.vae.tile_sample_min_size = VAE_TILE_SIDE
         self.vae.tile_latent_min_size = VAE_TILE_SIDE // self.vae_factor
         self.max_tokens = min(tokenizer.model_max_length, text_encoder.config.max_position_embeddings)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The precision the networks run in (float32 on CPU, half on CUDA)."""
-        return self.unet.dtype
 
     @property
     def networks(self) -> tuple[nn.Module, ...]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .commands import OneLineParser, run_command
-from .config import ConfigError, Knob, Limits, StyleConfig, knobs
+from .config import ConfigError, Knob, Limits, StyleConfig, knobs, model_defaults
 
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
 METAVARS = {int: "N", float: "F", str: "TEXT"}
@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--frames", metavar="GIF", help="also write the denoising trajectory as an animated GIF")
     parser.add_argument("--json", action="store_true", help="print the output path, settings and final losses as JSON")
+    parser.add_argument(
+        "--preview", action="store_true", help="a quick look: run at --preview-size with --preview-steps, as the app's live preview does"
+    )
     # Off by default: on CUDA the optimised step compiles on its first call, which a single job rarely repays.
     parser.add_argument(
         "--optimize",
@@ -87,7 +90,7 @@ def _stylize(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .images import save_animation
-    from .inputs import prepare_job
+    from .inputs import check_request
     from .loading import load_models, resolve_preset
     from .sampler import stylize
     from .warmup import persist_compile_cache
@@ -96,10 +99,10 @@ def _stylize(args: argparse.Namespace) -> int:
     if args.frames:
         _writable_path(args.frames, (".gif",), "--frames")
     preset = resolve_preset(args.model, args.clip)
-    settings = {name: getattr(args, name) for name in knobs() if getattr(args, name) is not None}
-    settings.setdefault("size", preset.size)
-    job = prepare_job(args.input, settings, Limits.from_env())
-    config = job.config
+    limits = Limits.from_env()
+    given = {name: getattr(args, name) for name in knobs() if getattr(args, name) is not None}
+    job = check_request(args.input, {**model_defaults(preset.backend, preset.size, limits), **given}, limits)
+    config = job.config.as_preview() if args.preview else job.config
     for note in job.notes:
         print(f"stylizer: note: {note}", file=sys.stderr)
 

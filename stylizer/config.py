@@ -27,6 +27,9 @@ GUIDANCE_MODES = ("full", "fast")
 # Only a guard against abusive payloads: longer texts are accepted and cut to CLIP's context with a note.
 MAX_PROMPT_CHARS = 20_000
 MAIN, ADVANCED = "main", "advanced"
+# A live preview's default working size (long side, px) by backend, unless STYLIZER_PREVIEW_SIZE says otherwise.
+PREVIEW_SIZES = {"latent": 256, "pixel": 128}
+PREVIEW_SIZE_ENV, PREVIEW_STEPS_ENV = "STYLIZER_PREVIEW_SIZE", "STYLIZER_PREVIEW_STEPS"
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,19 @@ class StyleConfig:
     )
     distortion: float = _knob(0.5, "random perspective strength of the crops", "Patch distortion", low=0, high=1, step=0.05)
     preview_every: int = _knob(5, "yield a preview frame every N steps", "Preview every N steps", low=1, high=1000, step=1)
+    preview_size: int = _knob(
+        256,
+        "working resolution of a live preview (long side, px)",
+        "Live preview resolution (px)",
+        low=32,
+        high=4096,
+        limit="max_size",
+        step=8,
+        preset_default=True,
+    )
+    preview_steps: int = _knob(
+        12, "DDIM steps of a live preview over the full schedule", "Live preview steps", low=1, high=1000, limit="max_steps", step=1
+    )
 
     def validated(self, limits: Limits | None = None) -> StyleConfig:
         """Return a normalised copy, or raise :class:`ConfigError` naming the bad setting.
@@ -222,6 +238,11 @@ class StyleConfig:
         limits = limits or Limits()
         values = {f.name: _check_field(f, getattr(self, f.name), limits) for f in dataclasses.fields(self)}
         return StyleConfig(**values)
+
+    def as_preview(self) -> StyleConfig:
+        """These settings as a live preview: at ``preview_size`` with ``preview_steps``, one frame at the end."""
+        last = knobs()["preview_every"].high
+        return dataclasses.replace(self, size=self.preview_size, steps=self.preview_steps, preview_every=int(last or self.preview_steps))
 
     @property
     def denoise_steps(self) -> int:
@@ -265,6 +286,38 @@ class StyleConfig:
         if not isinstance(data, dict):
             raise ConfigError("settings must be a JSON object")
         return cls.from_dict(data)
+
+
+def model_defaults(backend: str, size: int, limits: Limits | None = None, environ: Mapping[str, str] | None = None) -> dict[str, int]:
+    """The defaults that depend on the loaded model and the server: working size, and the live preview's size and steps.
+
+    ``STYLIZER_PREVIEW_SIZE`` and ``STYLIZER_PREVIEW_STEPS`` set the preview's; without them it is
+    :data:`PREVIEW_SIZES` for the backend (at most the model's own size) and ``preview_steps``' default.
+
+    Args:
+        backend: ``"latent"`` or ``"pixel"``.
+        size: the model's working resolution.
+        limits: server caps the sizes must fit; the defaults of :class:`Limits` when omitted.
+        environ: the environment (default: ``os.environ``).
+    """
+    limits = limits or Limits()
+    env = os.environ if environ is None else environ
+    values = {
+        "size": size,
+        "preview_size": min(PREVIEW_SIZES.get(backend, size), size),
+        "preview_steps": StyleConfig.preview_steps,
+    }
+    for name, var in (("preview_size", PREVIEW_SIZE_ENV), ("preview_steps", PREVIEW_STEPS_ENV)):
+        raw = env.get(var, "")
+        if raw:
+            try:
+                values[name] = int(raw)
+            except ValueError:
+                raise ConfigError(f"{var}={raw!r} is not a whole number") from None
+    for name, value in values.items():
+        low, high = field_range(name, limits)
+        values[name] = max(int(low or 1), min(value, int(high or value)))
+    return values
 
 
 def knobs() -> dict[str, Knob]:

@@ -17,7 +17,7 @@ from .images import ImageSource, load_image
 
 
 @dataclass
-class PreparedJob:
+class CheckedRequest:
     """A request that passed every check.
 
     Attributes:
@@ -31,7 +31,7 @@ class PreparedJob:
     notes: list[str] = field(default_factory=list)
 
 
-def prepare_job(image: ImageSource | None, settings: Mapping[str, Any], limits: Limits) -> PreparedJob:
+def check_request(image: ImageSource | None, settings: Mapping[str, Any], limits: Limits) -> CheckedRequest:
     """Validate settings, then decode the image; raise a :class:`StylizerError` with a user message otherwise.
 
     Args:
@@ -43,7 +43,7 @@ def prepare_job(image: ImageSource | None, settings: Mapping[str, Any], limits: 
         raise InputError("no image: upload, paste or take a picture first")
     config = StyleConfig.from_dict(settings).validated(limits)
     loaded = load_image(image, limits)
-    return PreparedJob(loaded.image, config, loaded.notes + prompt_notes(config))
+    return CheckedRequest(loaded.image, config, loaded.notes + prompt_notes(config))
 
 
 def prompt_notes(config: StyleConfig) -> list[str]:

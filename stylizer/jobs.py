@@ -12,15 +12,25 @@ from PIL import Image
 
 @dataclass
 class ModelInfo:
-    """What the UI may show about the loaded models."""
+    """What the UI may show about the loaded models.
+
+    Attributes:
+        defaults: settings whose defaults depend on the model and the server (``size``,
+            ``preview_size``, ``preview_steps``; see :func:`stylizer.config.model_defaults`).
+    """
 
     name: str
     backend: str
     clip: str
     devices: list[str]
     untrained: bool
-    default_size: int
+    defaults: dict[str, int]
     description: str
+
+    @property
+    def gpu(self) -> bool:
+        """The jobs run on GPUs (live previews are then quick enough to be on by default)."""
+        return any(device.startswith("cuda") for device in self.devices)
 
 
 @dataclass
@@ -48,6 +58,7 @@ class JobUpdate:
         result: set on the last update only.
         queued: True while the job waits for a free device.
         inverting: True while the job inverts the picture, before the first guided step.
+        reused: the job starts from a picture prepared earlier (its inversion was cached).
     """
 
     step: int
@@ -57,7 +68,13 @@ class JobUpdate:
     result: JobResult | None = None
     queued: bool = False
     inverting: bool = False
+    reused: bool = False
 
 
 # run_fn(image, settings) -> updates; image is a path, bytes or None; closing the iterator cancels.
 RunFn = Callable[[Any, Mapping[str, Any]], Iterator[JobUpdate]]
+# preview_fn(image, settings, cancelled) -> the preview's final update, or None when it was cancelled
+# (``cancelled()`` turned true: superseded, stopped, or a Stylize job wants the device).
+PreviewFn = Callable[[Any, Mapping[str, Any], Callable[[], bool]], "JobUpdate | None"]
+# prepare_fn(image, settings, cancelled) -> True once the picture is prepared, False when cancelled.
+PrepareFn = Callable[[Any, Mapping[str, Any], Callable[[], bool]], bool]

@@ -8,6 +8,7 @@ terms whose weight is non-zero.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import torch
 
@@ -19,6 +20,37 @@ from .optimization import EAGER, Optimizations
 TERMS = ("dir", "patch", "content", "tv")
 
 
+@dataclass(frozen=True)
+class SourceFeatures:
+    """What the losses compare against: the input picture's CLIP embedding and VGG16 features.
+
+    Attributes:
+        embed: (1, D) unit CLIP image embedding.
+        vgg: the conv4_2 and conv5_2 activations.
+    """
+
+    embed: torch.Tensor
+    vgg: tuple[torch.Tensor, ...]
+
+    def to(self, device: torch.device | None) -> SourceFeatures:
+        """These features on ``device`` (unchanged for None)."""
+        if device is None:
+            return self
+        return SourceFeatures(self.embed.to(device), tuple(t.to(device) for t in self.vgg))
+
+
+def source_features(clip: ClipEncoder, vgg: VggEncoder, source: torch.Tensor, optimizations: Optimizations = EAGER) -> SourceFeatures:
+    """The CLIP embedding and VGG16 features of ``source`` ((1, 3, H, W) in [0, 1]).
+
+    They use the guided step's precision and layout, so that an unchanged image has (near)
+    zero content loss, but never compile: a call made once a job would pay a compilation
+    (a minute on a real-size model, per grad mode and batch size) for nothing.
+    """
+    uncompiled = dataclasses.replace(optimizations, compile=False)
+    with torch.no_grad():
+        return SourceFeatures(clip.encode_images(source, uncompiled), tuple(uncompiled.network(vgg)(source)))
+
+
 class StyleObjective:
     """L = λ_dir·L_dir + λ_patch·L_patch + λ_c·L_content + λ_tv·L_tv for one job.
 
@@ -27,6 +59,8 @@ class StyleObjective:
         vgg: content-feature VGG16.
         source: (1, 3, H, W) input image in [0, 1].
         config: validated job settings (weights, patch settings, seed).
+        features: the source's CLIP embedding and VGG features when already known (see
+            :mod:`stylizer.prepared`); computed from ``source`` otherwise.
         optimizations: how the networks run inside the guided step (see :mod:`stylizer.optimization`). The
             source's features and the frames' loss readings use the same precision and layout,
             so that an unchanged image has (near) zero content loss, but never compile: a call
@@ -35,7 +69,13 @@ class StyleObjective:
     """
 
     def __init__(
-        self, clip: ClipEncoder, vgg: VggEncoder, source: torch.Tensor, config: StyleConfig, optimizations: Optimizations = EAGER
+        self,
+        clip: ClipEncoder,
+        vgg: VggEncoder,
+        source: torch.Tensor,
+        config: StyleConfig,
+        optimizations: Optimizations = EAGER,
+        features: SourceFeatures | None = None,
     ) -> None:
         self.clip = clip
         self.vgg = vgg
@@ -44,10 +84,10 @@ class StyleObjective:
         self.uncompiled = dataclasses.replace(optimizations, compile=False)
         self.weights = config.weights
         self.crop_generator = torch.Generator().manual_seed(config.seed + 1)
+        features = features or source_features(clip, vgg, source, optimizations)
+        self.source_embed, self.source_features = features.embed, list(features.vgg)
         with torch.no_grad():
             self.delta_text = clip.text_direction(config.prompt, config.reference)
-            self.source_embed = clip.encode_images(source, self.uncompiled)
-            self.source_features = self._features(source, self.uncompiled)
 
     @property
     def active(self) -> tuple[str, ...]:

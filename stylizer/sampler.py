@@ -12,7 +12,6 @@ values): timesteps stay on the host, the loss terms stay tensors between frames.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -20,13 +19,13 @@ import torch
 from diffusers import DDIMScheduler
 from PIL import Image
 
-from . import optimization
 from .backends import Condition, DiffusionBackend
 from .config import StyleConfig
-from .images import output_size, to_pil, to_tensor, working_size
+from .images import to_pil
 from .loading import Models
 from .objective import StyleObjective
 from .optimization import EAGER, Optimizations
+from .prepared import PreparedCache, prepare_picture
 
 # Guidance gradients of mean-type losses shrink with the pixel count; rescaling to this
 # reference area keeps a slider's meaning the same at every resolution.
@@ -60,11 +59,13 @@ def stylize(
     on_step: Callable[[int, int], None] | None = None,
     optimize: bool | Optimizations | None = None,
     on_invert: Callable[[int, int], None] | None = None,
+    cache: PreparedCache | None = None,
+    on_prepared: Callable[[bool], None] | None = None,
 ) -> Iterator[Frame]:
     """Restyle ``image`` according to ``config``, yielding preview frames and then the result.
 
-    A frame comes every ``config.preview_every`` steps and the last one has
-    ``final=True``, so a job yields ``ceil(total / preview_every)`` frames.
+    A frame comes after the first step (so a picture shows at once), then every
+    ``config.preview_every`` steps, and the last one has ``final=True`` (see :func:`frame_steps`).
     Deterministic for a given seed on the CPU; on CUDA, to within the rounding of atomic adds
     in some backward passes (see README, *Python*).
 
@@ -77,31 +78,25 @@ def stylize(
             default) follows ``STYLIZER_OPTIMIZE``, else eager. Explicit :class:`Optimizations` are for benchmarks.
         on_invert: called as ``on_invert(done, total)`` after every DDIM inversion step (start
             ``invert`` only), which yields no frame; like ``on_step``, it may raise to abort the job.
+        cache: keeps what depends on the picture alone (its encoding, features and inversion)
+            for later jobs on the same picture; see :class:`stylizer.prepared.PreparedCache`.
+        on_prepared: called once the start point is ready, with True when it came from ``cache``.
     """
     backend, device = models.backend, models.device
-    optimizations = optimization.resolve(device, optimize)
-    optimization.set_layout((*backend.networks, models.vgg), optimizations.channels_last)
-    work = working_size(*image.size, config.size, backend.multiple)
-    out = output_size(*image.size, config.size)
-    source = to_tensor(image, work).to(device)
-    objective = StyleObjective(models.clip, models.vgg, (source + 1) / 2, config, optimizations)
-    scheduler = backend.new_scheduler()
-    # Host timesteps: the scheduler's lookups then never wait for the GPU, and the backends
-    # find each one's device copy without a transfer (see DiffusionBackend.net_timestep).
-    scheduler.set_timesteps(config.steps)
-    total = config.denoise_steps
-    timesteps = scheduler.timesteps[config.steps - total :]
+    prepared = prepare_picture(models, image, config, optimize=optimize, cache=cache, on_invert=on_invert)
+    if on_prepared is not None:
+        on_prepared(prepared.reused)
+    optimizations, scheduler, timesteps, work = prepared.optimizations, prepared.scheduler, prepared.timesteps, prepared.work
+    total = len(timesteps)
+    source01 = (prepared.source + 1) / 2
+    objective = StyleObjective(models.clip, models.vgg, source01, config, optimizations, prepared.features)
     cond = backend.condition(config.prompt, config.cfg_scale)
-
-    with torch.no_grad():
-        clean = backend.encode(source)
-        if config.start == "invert":
-            inv_cond = backend.inversion_condition(config.reference)
-            sample = ddim_invert(lambda x, t: backend.eps(x, t, inv_cond, optimizations), clean, timesteps, scheduler, on_invert)
-        else:
-            generator = torch.Generator(device=device).manual_seed(config.seed)
-            noise = torch.randn(clean.shape, generator=generator, device=device, dtype=clean.dtype)
-            sample = scheduler.add_noise(clean, noise, timesteps[:1])
+    if prepared.start is not None:
+        sample = prepared.start
+    else:
+        generator = torch.Generator(device=device).manual_seed(config.seed)
+        noise = torch.randn(prepared.clean.shape, generator=generator, device=device, dtype=prepared.clean.dtype)
+        sample = scheduler.add_noise(prepared.clean, noise, timesteps[:1])
 
     area_gain = backend.grad_gain * (work[0] * work[1]) / REFERENCE_AREA
     for index, t in enumerate(timesteps):
@@ -124,14 +119,14 @@ def stylize(
         done = index + 1
         if on_step is not None:
             on_step(done, total)
-        if done < total and done % config.preview_every == 0:
+        if done < total and (done == 1 or done % config.preview_every == 0):
             losses = {name: float(value) for name, value in terms.items()}
-            yield Frame(done, total, to_pil(backend.preview(pred_clean), out), losses)
+            yield Frame(done, total, to_pil(backend.preview(pred_clean), prepared.out), losses)
 
     with torch.no_grad():
         result = backend.decode(sample).clamp(-1, 1)
         final_terms = objective.measure((result + 1) / 2)
-    yield Frame(total, total, to_pil(result, out), final_terms, final=True)
+    yield Frame(total, total, to_pil(result, prepared.out), final_terms, final=True)
 
 
 def guided_eps(
@@ -198,41 +193,7 @@ def guided_eps(
     return guided, pred_clean.detach(), {name: value.detach() for name, value in terms.items()}
 
 
-def ddim_invert(
-    eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    clean: torch.Tensor,
-    timesteps: torch.Tensor,
-    scheduler: DDIMScheduler,
-    on_step: Callable[[int, int], None] | None = None,
-) -> torch.Tensor:
-    """Deterministic DDIM inversion: run the eta=0 update backwards from ``clean`` to ``timesteps[0]``.
-
-    Mirrors ``DDIMScheduler.step`` exactly (same ᾱ for the previous step, same
-    final ᾱ), evaluating ε at the target timestep as in null-text inversion.
-
-    Args:
-        eps_fn: ε(x, t).
-        clean: x at the end of the schedule (the encoded input).
-        timesteps: the descending timesteps the sampler will run.
-        scheduler: a scheduler after ``set_timesteps``.
-        on_step: called as ``on_step(done, total)`` after every inversion step.
-    """
-    stride = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
-    x = clean
-    for done, t in enumerate(reversed(timesteps), start=1):
-        prev = int(t) - stride
-        alpha_cur = scheduler.alphas_cumprod[prev] if prev >= 0 else scheduler.final_alpha_cumprod
-        alpha_next = scheduler.alphas_cumprod[int(t)]
-        # CPU scalars, as in guided_eps: no copy to the device to wait for.
-        alpha_cur, alpha_next = alpha_cur.to(dtype=x.dtype), alpha_next.to(dtype=x.dtype)
-        eps = eps_fn(x, t)
-        pred_clean = (x - (1 - alpha_cur).sqrt() * eps) / alpha_cur.sqrt()
-        x = alpha_next.sqrt() * pred_clean + (1 - alpha_next).sqrt() * eps
-        if on_step is not None:
-            on_step(done, len(timesteps))
-    return x
-
-
-def frame_count(config: StyleConfig) -> int:
-    """How many frames :func:`stylize` yields for ``config``."""
-    return math.ceil(config.denoise_steps / config.preview_every)
+def frame_steps(config: StyleConfig) -> list[int]:
+    """The steps :func:`stylize` yields a frame after: the first, every ``preview_every``-th, and the last."""
+    total = config.denoise_steps
+    return [step for step in range(1, total + 1) if step in (1, total) or step % config.preview_every == 0]

@@ -1,15 +1,19 @@
 """The job runner between the UI and the models.
 
 :class:`Worker` owns one model replica per device and runs one job per device at a
-time. A job runs the sampler on a background thread and streams
-:class:`JobUpdate` objects back through a queue, so the consumer can stop it
-between any two steps: closing the update iterator (what Gradio does on Stop or
-when the client goes away) cancels the job, and the thread lets go of the device
-before the next step starts. Nothing here imports Gradio.
+time, in three kinds (see :mod:`stylizer.pool`): a Stylize job, a live preview and a
+background preparation of a picture, each device taking the most urgent waiting one.
+A Stylize job runs the sampler on a background thread and streams :class:`JobUpdate`
+objects back through a queue, so the consumer can stop it between any two steps:
+closing the update iterator (what Gradio does on Stop or when the client goes away)
+cancels the job, and the thread lets go of the device before the next step starts.
+Each device keeps a :class:`~stylizer.prepared.PreparedCache`, so a job on a picture
+prepared before starts at its first guided step. Nothing here imports Gradio.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -21,25 +25,34 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .config import Limits, StyleConfig
+from .config import Limits, StyleConfig, model_defaults
 from .errors import OutOfMemoryError, StylizerError
 from .images import ImageSource
-from .inputs import prepare_job
+from .inputs import CheckedRequest, check_request
 from .jobs import JobResult, JobUpdate, ModelInfo
 from .loading import Models, default_devices, load_models, resolve_device
 from .memory import release_memory
 from .outputs import OutputStore
+from .pool import DevicePool, Priority
+from .prepared import PreparedCache, prepare_picture
 from .sampler import Frame, stylize
+from .zerogpu import on_zero_gpu
 
 POLL_S = 0.1
+# Stands in for a prompt not typed yet when a picture is prepared (only the prompt-free work runs).
+PREPARING_PROMPT = "a picture"
 OOM_MESSAGE = "the GPU ran out of memory: lower the resolution or the number of patches, or use fast mode"
 
 
 class JobCancelled(Exception):
-    """Raised inside a job's thread when its consumer went away."""
+    """Raised inside a job when its consumer went away or it was cancelled."""
 
 
-# What a job's thread sends to the consumer, in order: progress and frames, then one end.
+class Preempted(JobCancelled):
+    """Raised inside a preparation when a more urgent job waits for its device."""
+
+
+# What a Stylize job's thread sends to the consumer, in order: progress and frames, then one end.
 @dataclass(frozen=True)
 class StepDone:
     """A network pass finished: a guided step, or (``inverting``) a DDIM inversion step."""
@@ -47,6 +60,13 @@ class StepDone:
     done: int
     total: int
     inverting: bool = False
+
+
+@dataclass(frozen=True)
+class StartReady:
+    """The start point is ready; ``reused`` when it came from the device's cache."""
+
+    reused: bool
 
 
 @dataclass(frozen=True)
@@ -68,7 +88,7 @@ class JobEnded:
     """The sampler finished normally."""
 
 
-JobMessage = StepDone | FrameReady | JobFailed | JobEnded
+JobMessage = StepDone | StartReady | FrameReady | JobFailed | JobEnded
 
 
 class Worker:
@@ -96,10 +116,13 @@ class Worker:
         for name in names:
             device = str(resolve_device(name))
             self.replicas[device] = load_models(model, device, clip)
-        self._free: queue.Queue[str] = queue.Queue()
-        for device in self.replicas:
-            self._free.put(device)
+        self.pool = DevicePool(self.replicas)
+        # On ZeroGPU the GPU exists only inside a job, so what is kept between jobs lives in CPU memory.
+        storage = "cpu" if on_zero_gpu() else None
+        self.caches = {device: PreparedCache.from_env(storage=storage) for device in self.replicas}
         self.outputs = OutputStore(output_dir, self.limits.output_ttl_s)
+        models = next(iter(self.replicas.values()))
+        self.defaults = model_defaults(models.backend.kind, models.preset.size, self.limits)
 
     @property
     def info(self) -> ModelInfo:
@@ -111,7 +134,7 @@ class Worker:
             clip=models.clip.name,
             devices=list(self.replicas),
             untrained=models.untrained,
-            default_size=models.preset.size,
+            defaults=dict(self.defaults),
             description=models.preset.description,
         )
 
@@ -121,35 +144,126 @@ class Worker:
         return len(self.replicas)
 
     def run(self, image: ImageSource | None, settings: Mapping[str, Any]) -> Iterator[JobUpdate]:
-        """Run one job, yielding an update every step; closing the iterator cancels the job.
+        """Run one Stylize job, yielding an update every step; closing the iterator cancels the job.
 
         Args:
             image: the upload (path, bytes or PIL image).
-            settings: :class:`StyleConfig` fields; missing ones take their defaults.
+            settings: :class:`StyleConfig` fields; missing ones take the model's defaults.
 
         Raises:
             StylizerError: bad input, out of memory, or over the wall-time limit.
         """
-        job = prepare_job(image, settings, self.limits)
-        picture, config, notes = job.image, job.config, job.notes
-        total = config.denoise_steps
-        device = self._acquire()
-        while device is None:
-            yield JobUpdate(0, total, queued=True)
-            device = self._acquire()
+        request = self._check(image, settings)
+        total = request.config.denoise_steps
+        ticket = self.pool.join(Priority.STYLIZE)
         try:
-            yield from self._run_on(device, picture, config, notes)
+            device = self.pool.take(ticket, POLL_S)
+            while device is None:
+                yield JobUpdate(0, total, queued=True)
+                device = self.pool.take(ticket, POLL_S)
         finally:
-            self._free.put(device)
-
-    def _acquire(self) -> str | None:
+            self.pool.leave(ticket)
         try:
-            return self._free.get(timeout=POLL_S)
-        except queue.Empty:
-            return None
+            yield from self._stream(device, request, save=True)
+        finally:
+            self.pool.release(device)
 
-    def _run_on(self, device: str, picture: Image.Image, config: StyleConfig, notes: list[str]) -> Iterator[JobUpdate]:
-        models = self.replicas[device]
+    def preview(self, image: ImageSource | None, settings: Mapping[str, Any], cancelled: Callable[[], bool]) -> JobUpdate | None:
+        """A live preview: the job at ``preview_size`` with ``preview_steps``; its final update, or None if cancelled.
+
+        It waits behind Stylize jobs and steps aside, within one step, when one arrives.
+
+        Args:
+            image: the upload.
+            settings: as for :meth:`run`.
+            cancelled: polled between steps; True ends the preview (a newer one, or Stop).
+        """
+        request = self._check(image, settings)
+        preview = CheckedRequest(request.image, request.config.as_preview(), request.notes)
+        device = self._take(Priority.PREVIEW, cancelled)
+        if device is None:
+            return None
+        stop = lambda: cancelled() or self.pool.outranked(Priority.PREVIEW)  # noqa: E731
+        try:
+            with contextlib.closing(self._stream(device, preview, save=False, interrupt=stop)) as updates:
+                return next(u for u in updates if u.image is not None and u.step == u.total)
+        except JobCancelled:
+            return None
+        finally:
+            self.pool.release(device)
+
+    def prepare(
+        self, image: ImageSource | None, settings: Mapping[str, Any], cancelled: Callable[[], bool], previews: bool = False
+    ) -> bool:
+        """Prepare a picture in the background for the settings' job (and its live preview), at the lowest priority.
+
+        A more urgent job that waits for the device makes the preparation step aside and
+        start again afterwards.
+
+        Returns:
+            True once prepared (the next job on this picture starts at its first step), False if cancelled.
+        """
+        # The prompt plays no part in a preparation, and a picture is often uploaded before it is typed.
+        request = self._check(image, {**settings, "prompt": settings.get("prompt") or PREPARING_PROMPT})
+        configs = [request.config.as_preview(), request.config] if previews else [request.config]
+        for config in configs:
+            while True:
+                device = self._take(Priority.PREPARE, cancelled)
+                if device is None:
+                    return False
+                try:
+                    self._prepare_on(device, request.image, config, cancelled)
+                    break
+                except Preempted:
+                    continue
+                except JobCancelled:
+                    return False
+                finally:
+                    self.pool.release(device)
+        return True
+
+    def _check(self, image: ImageSource | None, settings: Mapping[str, Any]) -> CheckedRequest:
+        """The request with the model's defaults under the given settings, checked."""
+        return check_request(image, {**self.defaults, **settings}, self.limits)
+
+    def _take(self, priority: Priority, cancelled: Callable[[], bool]) -> str | None:
+        """A device for a job of ``priority``, or None once ``cancelled()`` while waiting."""
+        ticket = self.pool.join(priority)
+        try:
+            while not cancelled():
+                device = self.pool.take(ticket, POLL_S)
+                if device is not None:
+                    return device
+            return None
+        finally:
+            self.pool.leave(ticket)
+
+    def _prepare_on(self, device: str, picture: Image.Image, config: StyleConfig, cancelled: Callable[[], bool]) -> None:
+        def check(done: int, total: int) -> None:
+            if cancelled():
+                raise JobCancelled()
+            if self.pool.outranked(Priority.PREPARE):
+                raise Preempted()
+
+        try:
+            prepare_picture(self.replicas[device], picture, config, cache=self.caches[device], on_invert=check)
+        except JobCancelled:
+            raise
+        except BaseException as exc:
+            raise self._user_error(device, exc) from None
+        finally:
+            release_memory(device)
+
+    def _stream(
+        self, device: str, request: CheckedRequest, *, save: bool, interrupt: Callable[[], bool] | None = None
+    ) -> Iterator[JobUpdate]:
+        """Run ``request`` on ``device`` on a thread of its own and stream its updates; closing the stream cancels it.
+
+        Args:
+            save: write the result's files (PNG, GIF) and attach a :class:`JobResult` to the last update.
+            interrupt: polled between network passes; True cancels the job (:class:`JobCancelled` reaches the consumer).
+        """
+        models, picture, config = self.replicas[device], request.image, request.config
         messages: queue.Queue[JobMessage] = queue.Queue()
         cancel = threading.Event()
         deadline = time.monotonic() + self.limits.job_timeout_s
@@ -159,7 +273,7 @@ class Worker:
         def progress(inverting: bool) -> Callable[[int, int], None]:
             # The sampler's hooks run between network calls, so Stop and the time limit act within one step.
             def report(done: int, total: int) -> None:
-                if cancel.is_set():
+                if cancel.is_set() or (interrupt is not None and interrupt()):
                     raise JobCancelled()
                 if time.monotonic() > deadline:
                     raise StylizerError(
@@ -170,8 +284,9 @@ class Worker:
             return report
 
         def target() -> None:
+            hooks = dict(on_step=progress(False), on_invert=progress(True), on_prepared=lambda reused: messages.put(StartReady(reused)))
             try:
-                for frame in stylize(models, picture, config, on_step=progress(False), on_invert=progress(True)):
+                for frame in stylize(models, picture, config, cache=self.caches[device], **hooks):
                     messages.put(FrameReady(frame))
             except BaseException as exc:  # handed to the consumer, which re-raises it
                 messages.put(JobFailed(exc))
@@ -187,16 +302,21 @@ class Worker:
                 if isinstance(message, StepDone):
                     losses = {} if message.inverting else dict(last_losses)
                     yield JobUpdate(message.done, message.total, losses, inverting=message.inverting)
+                elif isinstance(message, StartReady):
+                    if message.reused:
+                        yield JobUpdate(0, config.denoise_steps, reused=True)
                 elif isinstance(message, FrameReady):
                     frame = message.frame
                     frames.append(frame.image)
                     last_losses = frame.losses
                     result = None
-                    if frame.final:
-                        result = self._finish(frame, picture, config, frames, notes=notes, seconds=time.perf_counter() - started)
+                    if frame.final and save:
+                        result = self._finish(frame, picture, config, frames, notes=request.notes, seconds=time.perf_counter() - started)
                     yield JobUpdate(frame.step, frame.total, frame.losses, frame.image, result)
                 elif isinstance(message, JobFailed):
-                    raise _user_error(message.error)
+                    if isinstance(message.error, JobCancelled):
+                        raise message.error
+                    raise self._user_error(device, message.error)
                 else:
                     return
         finally:
@@ -212,9 +332,10 @@ class Worker:
         settings = {**config.to_dict(), "model": self.info.name}
         return JobResult(frame.image, source, png, gif, settings, frame.losses, seconds, notes)
 
-
-def _user_error(exc: BaseException) -> BaseException:
-    # No memory release here: the job's ``finally`` does it once the thread has let go of its tensors.
-    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
-        return OutOfMemoryError(OOM_MESSAGE)
-    return exc
+    def _user_error(self, device: str, exc: BaseException) -> BaseException:
+        """``exc`` as the user should see it; out of memory also empties the device's cache of prepared pictures."""
+        # The memory itself is released by the caller once the job has let go of its tensors.
+        if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+            self.caches[device].clear()
+            return OutOfMemoryError(OOM_MESSAGE)
+        return exc

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .config import StyleConfig
-from .jobs import JobUpdate, RunFn
+from .jobs import JobUpdate, PreviewFn, RunFn
 
 if TYPE_CHECKING:  # the worker imports torch and the models; this module must not, for ZeroGPU's import order
     from .worker import Worker
@@ -55,3 +55,30 @@ def gpu_run_fn(worker: Worker) -> RunFn:
         yield from worker.run(image, settings)
 
     return run
+
+
+def gpu_preview_fn(worker: Worker) -> PreviewFn:
+    """The worker's ``preview``, wrapped for ZeroGPU when running there.
+
+    There a preview runs in a GPU process of its own, which cannot poll the page, so it is
+    not cancelled by a newer change; at its size and steps it is short.
+    """
+    if not on_zero_gpu():
+        return worker.preview
+    import spaces  # only present (and needed) on Spaces
+
+    @spaces.GPU(duration=lambda image, settings: estimate_duration(image, preview_settings(settings)))
+    def run(image: Any, settings: Mapping[str, Any]) -> JobUpdate | None:
+        return worker.preview(image, settings, lambda: False)
+
+    return lambda image, settings, cancelled: run(image, settings)
+
+
+def preview_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` with the preview's size and steps as the job's, for the GPU time estimate."""
+    defaults = StyleConfig()
+    return {
+        **settings,
+        "size": settings.get("preview_size", defaults.preview_size),
+        "steps": settings.get("preview_steps", defaults.preview_steps),
+    }

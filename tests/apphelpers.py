@@ -39,8 +39,9 @@ def served(demo: gr.Blocks, **launch_kwargs) -> Iterator[str]:
 
 @contextmanager
 def serving(worker: Worker, limits: Limits, max_file_size: str) -> Iterator[str]:
-    """The page around ``worker``, served with Gradio's upload cap set to ``max_file_size``; yields its URL."""
-    with served(build_demo(worker.run, worker.info, limits), max_file_size=max_file_size) as url:
+    """The page around ``worker`` (Stylize, live previews, background preparation), served with Gradio's upload cap set to ``max_file_size``; yields its URL."""
+    demo = build_demo(worker.run, worker.info, limits, preview_fn=worker.preview, prepare_fn=worker.prepare)
+    with served(demo, max_file_size=max_file_size) as url:
         yield url
 
 
@@ -92,7 +93,7 @@ def wait_until_idle(worker: Worker, seconds: float = 30.0) -> bool:
     """True once no job thread runs and every device is back in the worker's pool."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if not job_threads() and worker._free.qsize() == worker.concurrency:
+        if not job_threads() and worker.pool.idle:
             return True
         time.sleep(0.1)
     return False

@@ -12,6 +12,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from gradio_client.utils import Status
+from PIL import Image
 
 import app
 from stylizer.config import Limits
@@ -64,6 +65,56 @@ def test_an_over_long_prompt_is_cut_to_clips_context_with_a_note(client, picture
     outputs = client.predict(image=handle_file(picture_path), prompt=essay, size=64, steps=2, strength=1.0, api_name="/stylize")
     assert "Done" in outputs[1] and "the prompt is too long for CLIP" in outputs[1] and "the end was cut off" in outputs[1]
     assert json.loads(outputs[5])["prompt"] == essay.strip()
+
+
+def test_a_rerun_reuses_the_prepared_picture_and_shows_a_picture_after_step_one(client, picture_path):
+    settings = dict(prompt="drawing with black ink", size=64, steps=12, strength=1.0, seed=2)
+    client.predict(image=handle_file(picture_path), **settings, api_name="/stylize")
+    job = client.submit(image=handle_file(picture_path), **settings, w_content=400.0, api_name="/stylize")
+    statuses, first_image_status = [], None
+    for outputs in job:
+        statuses.append(outputs[1])
+        if first_image_status is None and result_path(outputs[0]):
+            first_image_status = outputs[1]
+    assert any("Reusing the prepared picture" in s for s in statuses)
+    assert not any("Inverting the picture (DDIM)**" in s for s in statuses)
+    assert "Step 1 / 12" in first_image_status  # a picture comes with the first step
+    assert "Done" in job.outputs()[-1][1]
+
+
+def test_the_preview_api_returns_one_small_image_and_a_status(client, worker, picture_path):
+    image, status = client.predict(
+        image=handle_file(picture_path), prompt="ink", size=64, preview_size=32, preview_steps=4, api_name="/preview"
+    )
+    with Image.open(result_path(image)) as preview:
+        assert preview.size == (32, 24)
+    assert status.startswith("**Preview** at 32×24 px")
+    assert wait_until_idle(worker)
+
+
+def test_two_pages_with_different_pictures_never_see_each_others_images(worker, tmp_path):
+    """Pages share the worker and its cache of prepared pictures; each gets its own picture's result, as a cold run gives it."""
+    from stylizer.config import StyleConfig
+    from stylizer.images import load_image
+    from stylizer.sampler import stylize
+
+    from .helpers import make_image
+
+    paths = []
+    for seed in (1, 2):
+        paths.append(str(tmp_path / f"picture-{seed}.png"))
+        make_image(seed=seed).rotate(180 * seed).save(paths[-1])  # the same size: only the content tells them apart
+    settings = dict(prompt="drawing with black ink", size=64, steps=6, strength=1.0, n_patches=4)
+    with serving(worker, LIMITS, max_file_size="1mb") as url:
+        pages = [Client(url, verbose=False) for _ in paths]
+        for round_ in range(2):  # cold, then from the prepared pictures
+            jobs = [page.submit(image=handle_file(path), **settings, seed=round_, api_name="/stylize") for page, path in zip(pages, paths)]
+            for path, job in zip(paths, jobs):
+                outputs = job.result()
+                config = StyleConfig.from_dict({k: v for k, v in json.loads(outputs[5]).items() if k != "model"})
+                expected = list(stylize(worker.replicas["cpu"], load_image(path).image, config))[-1].image
+                with Image.open(result_path(outputs[0])) as got:
+                    assert got.convert("RGB").tobytes() == expected.tobytes(), f"round {round_}: {path} got another picture's result"
 
 
 @pytest.mark.parametrize(

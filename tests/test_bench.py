@@ -13,7 +13,7 @@ from stylizer.config import StyleConfig
 from stylizer.errors import ConfigError
 from stylizer.loading import load_models
 from stylizer.optimization import EAGER, Optimizations, optimizations_for, set_layout
-from stylizer.sampler import stylize
+from stylizer.sampler import frame_steps, stylize
 from stylizer.warmup import warmup
 
 from .helpers import make_image
@@ -203,6 +203,19 @@ def test_bench_runs_on_the_cpu_and_its_json_has_every_figure(tmp_path, capsys):
     assert "optimised_speedup_step" in printed and "profile optimised/full:" in printed
 
 
+def test_bench_rerun_times_cold_warm_and_preview_jobs(tmp_path, capsys):
+    out = tmp_path / "rerun.json"
+    argv = ["--preset", "tiny-latent", "--device", "cpu", "--steps", "6", "--strength", "1", "--patches", "2"]
+    assert bench_main([*argv, "--rerun", "--preview-size", "32", "--preview-steps", "4", "--repeats", "2", "--out", str(out)]) == 0
+    rerun = json.loads(out.read_text())["rerun"]
+    cases = rerun["cases"]
+    assert list(cases) == ["cold", "warm", "preview"] and rerun["preview"] == {"size": 32, "steps": 4}
+    assert cases["cold"]["inversion_hits"] == 0 and cases["warm"]["inversion_hits"] == cases["preview"]["inversion_hits"] == 2
+    assert all(c["first_frame_step"] == 1 and 0 < c["first_frame_s"] <= c["end_to_end_s"] for c in cases.values())
+    assert rerun["ratios"]["warm_end_to_end_over_cold"] == cases["warm"]["end_to_end_s"] / cases["cold"]["end_to_end_s"]
+    assert "warm_first_frame_over_cold" in capsys.readouterr().out
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("preset", ["tiny", "tiny-latent"])
 @pytest.mark.parametrize(
@@ -217,11 +230,14 @@ def test_the_guided_loop_never_waits_for_the_gpu(preset, optimize):
     models = load_models(preset, "cuda")
     config = StyleConfig(prompt="drawing with black ink", size=64, steps=10, preview_every=100).validated()
 
+    framed = frame_steps(config)
+
     def on_step(done: int, total: int) -> None:
-        torch.cuda.set_sync_debug_mode("error" if done < total else "default")
+        # A frame (after steps 1 and 10) reads its image; every other step must not wait for the GPU.
+        torch.cuda.set_sync_debug_mode("default" if done in framed else "error")
 
     try:
         frames = list(stylize(models, make_image(), config, on_step=on_step, optimize=optimize))
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert len(frames) == 1 and frames[-1].final
+    assert [f.step for f in frames] == framed == [1, 10] and frames[-1].final

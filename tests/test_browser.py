@@ -4,6 +4,7 @@ Screenshots go to ``test-artifacts/`` for a person to look at.
 """
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -34,12 +35,28 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def page():
+def worker():
+    return Worker("tiny", ["cpu"], limits=Limits())
+
+
+@pytest.fixture(scope="module")
+def runs(worker):
+    """Every Stylize job's updates, as the worker sent them to the page."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def page(worker, runs):
     from playwright.sync_api import sync_playwright
 
+    def recorded(image, settings):
+        runs.append([])
+        for update in worker.run(image, settings):
+            runs[-1].append(update)
+            yield update
+
     ARTIFACTS.mkdir(exist_ok=True)
-    worker = Worker("tiny", ["cpu"], limits=Limits())
-    demo = build_demo(worker.run, worker.info)
+    demo = build_demo(recorded, worker.info, preview_fn=worker.preview, prepare_fn=worker.prepare)
     with served(demo, theme=THEME, css=CSS) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
         tab = browser.new_page(viewport={"width": 1280, "height": 1000})
@@ -153,3 +170,74 @@ def test_a_settings_link_fills_the_knobs(page):
     steps.wait_for(state="visible")
     assert steps.input_value() == "12"
     assert page.get_by_label("number input for Smoothness (total variation)", exact=True).input_value() == "9"
+
+
+def first_frame_seconds(page) -> tuple[float, list[str]]:
+    """Press Stylize; the seconds until the result shows this run's first picture (with its step), and every status shown."""
+    page.evaluate(
+        """() => {
+            const status = document.querySelector('#status');
+            window.statuses = [];
+            new MutationObserver(() => window.statuses.push(status.innerText)).observe(status, {subtree: true, childList: true, characterData: true});
+        }"""
+    )
+    before = page.evaluate("() => document.querySelector('#result img')?.src || ''")
+    page.get_by_role("button", name="Stylize", exact=True).click()
+    started = time.monotonic()
+    page.wait_for_function(
+        """(before) => {
+            const image = document.querySelector('#result img');
+            return /Step \\d+ \\//.test(document.querySelector('#status').innerText) && image && image.src !== before;
+        }""",
+        arg=before,
+        timeout=60_000,
+        polling=10,
+    )
+    seconds = time.monotonic() - started
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('Done')", timeout=120_000)
+    return seconds, page.evaluate("() => window.statuses")
+
+
+def test_upload_prepares_a_slider_previews_and_stylize_starts_warm(page, runs, tmp_path):
+    from .helpers import make_image
+
+    page.goto(page.url.split("?")[0])
+    page.get_by_role("button", name="Stylize", exact=True).wait_for()
+    page.get_by_label("Style prompt").fill("drawing with black ink")
+    cold_picture, warm_picture = tmp_path / "cold.png", tmp_path / "warm.png"
+    make_image(seed=7).save(cold_picture)
+    make_image(seed=8).save(warm_picture)
+
+    # Cold: Stylize at once after the upload, before any preparation could finish.
+    page.locator("input[type=file]").first.set_input_files(str(cold_picture))
+    cold, _ = first_frame_seconds(page)
+    assert any(u.inverting for u in runs[-1]) and not any(u.reused for u in runs[-1])
+
+    # Warm: with "Live preview" on, a new picture is prepared in the background for both ("Ready").
+    page.get_by_label("Live preview").check()
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('Preview at')", timeout=60_000)
+    page.locator("input[type=file]").first.set_input_files(str(warm_picture))
+    page.wait_for_function("() => !document.querySelector('#prepared').innerText.includes('Ready')", timeout=10_000)
+    page.wait_for_function("() => document.querySelector('#prepared').innerText.includes('Ready')", timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "5-prepared.png"), full_page=True)
+
+    # Releasing a slider shows a "Preview" of the new picture without pressing Stylize.
+    slider = page.locator("input[type=range]").nth(2)  # Content (keep structure)
+    box = slider.bounding_box()
+    before = page.evaluate("() => document.querySelector('#result img')?.src")
+    page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] / 2)
+    page.wait_for_function(
+        "(before) => document.querySelector('#result img')?.src !== before && document.querySelector('#status').innerText.includes('Preview at')",
+        arg=before,
+        timeout=60_000,
+    )
+    assert page.locator("#result").get_by_text("Preview", exact=True).count(), "the Result area is not marked Preview"
+    page.screenshot(path=str(ARTIFACTS / "6-preview.png"), full_page=True)
+
+    warm, statuses = first_frame_seconds(page)
+    assert any(u.reused for u in runs[-1]) and not any(u.inverting for u in runs[-1]), "Stylize did not start from the prepared picture"
+    assert not any(re.search(r"Inverting the picture \(DDIM\) \d+ /", text) for text in statuses), statuses
+    (ARTIFACTS / "first-frame-warm-vs-cold.json").write_text(
+        json.dumps({"cold_first_frame_s": round(cold, 3), "warm_first_frame_s": round(warm, 3), "warm_over_cold": round(warm / cold, 3)})
+    )
+    page.screenshot(path=str(ARTIFACTS / "7-warm-done.png"), full_page=True)

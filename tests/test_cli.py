@@ -57,7 +57,7 @@ def test_cli_end_to_end_with_json_and_frames(tmp_path, picture_path, tiny_models
     with Image.open(out) as img:
         assert img.size == (64, 48)
     with Image.open(gif) as anim:
-        assert anim.n_frames == 3  # 6 steps, a frame every 2
+        assert anim.n_frames == 4  # 6 steps: frames after steps 1, 2, 4 and 6
 
 
 def test_an_over_long_prompt_runs_with_a_note(capsys, tmp_path, picture_path):
@@ -66,6 +66,17 @@ def test_an_over_long_prompt_runs_with_a_note(capsys, tmp_path, picture_path):
     assert code == 0, err
     assert "the prompt is too long for CLIP" in err and "the end was cut off" in err
     assert json.loads(out)["settings"]["prompt"] == essay.strip()
+
+
+def test_preview_writes_the_quick_small_version(capsys, tmp_path, picture_path):
+    out = tmp_path / "preview.png"
+    args = ("-p", "ink", "-o", str(out), "--model", "tiny", "--json", "--preview", "--preview-size", "32", "--preview-steps", "4")
+    code, stdout, err = run_main(capsys, picture_path, *args)
+    assert code == 0, err
+    settings = json.loads(stdout)["settings"]
+    assert (settings["size"], settings["steps"]) == (32, 4)
+    with Image.open(out) as img:
+        assert img.size == (32, 24)
 
 
 def test_json_losses_are_measured_on_the_saved_image(monkeypatch, capsys, tmp_path, picture_path):
@@ -164,7 +175,7 @@ def test_bad_output_paths_are_rejected_before_any_work(monkeypatch, capsys, tmp_
         raise AssertionError("work started before the options were checked")
 
     monkeypatch.setattr(stylizer.loading, "load_models", work)
-    monkeypatch.setattr(stylizer.inputs, "prepare_job", work)
+    monkeypatch.setattr(stylizer.inputs, "check_request", work)
     flag, name, *rest = paths
     code, _, err = run_main(capsys, picture_path, "-p", "ink", flag, str(tmp_path / name), *rest, "--model", "tiny")
     assert code == 2 and fragment in err, err

@@ -11,7 +11,7 @@ from stylizer.ui import api_parameters, build_demo
 
 from .apphelpers import served
 
-INFO = ModelInfo("tiny-latent", "latent", "tiny-clip", ["cpu"], True, 64, "test models")
+INFO = ModelInfo("tiny-latent", "latent", "tiny-clip", ["cpu"], True, {"size": 64}, "test models")
 # The first wave's /stylize parameters, in order: later settings may only come after them.
 FIRST_WAVE_API = [
     "image", "prompt", "reference", "w_dir", "w_patch", "w_content", "w_tv", "steps", "strength", "start", "mode",

@@ -21,7 +21,7 @@ from stylizer.images import to_pil, to_tensor
 from stylizer.loading import Models, load_models, resolve_preset
 from stylizer.loading.build import load_backend
 from stylizer.loading.tiny import SD_SCHEDULE, tiny_latent_parts
-from stylizer.sampler import frame_count
+from stylizer.sampler import frame_steps
 
 from . import helpers
 from .helpers import NO_GUIDANCE, AnalyticEps, hub_snapshot, make_image, pixels
@@ -56,8 +56,7 @@ def test_preset_is_latent_untrained_and_sized_for_its_factors(latent_models):
 def test_frames_stream_and_follow_steps_and_preview_interval(latent_models, picture):
     frames = run(latent_models, picture, steps=7, strength=1.0, preview_every=3, **NO_GUIDANCE)
     config = StyleConfig(prompt="x", steps=7, strength=1.0, preview_every=3)
-    assert len(frames) == frame_count(config) == 3
-    assert [f.step for f in frames[:-1]] == [3, 6]
+    assert [f.step for f in frames] == frame_steps(config) == [1, 3, 6, 7]
     assert frames[-1].final and not any(f.final for f in frames[:-1])
 
 

@@ -322,10 +322,12 @@ def test_a_client_that_disconnects_frees_the_worker(server, worker, picture_path
     assert "Done" in client.predict(image=handle_file(picture_path), prompt="ink", **FAST, api_name="/stylize")[1]
 
 
-def test_out_of_memory_is_reported_and_the_server_recovers(client, picture_path, monkeypatch):
+def test_out_of_memory_is_reported_and_the_server_recovers(client, worker, picture_path, monkeypatch):
     real = worker_module.stylize
+    assert "Done" in client.predict(image=handle_file(picture_path), prompt="ink", **FAST, api_name="/stylize")[1]
+    assert len(worker.caches["cpu"]) > 0  # the picture is prepared for the next job
 
-    def exhausted(models, image, config, on_step=None, on_invert=None):
+    def exhausted(models, image, config, on_step=None, **hooks):
         on_step(1, config.denoise_steps)
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         yield  # a generator, like the real sampler
@@ -333,6 +335,7 @@ def test_out_of_memory_is_reported_and_the_server_recovers(client, picture_path,
     monkeypatch.setattr(worker_module, "stylize", exhausted)
     with pytest.raises(AppError, match="ran out of memory: lower the resolution or the number of patches"):
         client.predict(image=handle_file(picture_path), prompt="ink", **FAST, api_name="/stylize")
+    assert len(worker.caches["cpu"]) == 0  # out of memory empties the cache of prepared pictures
     monkeypatch.setattr(worker_module, "stylize", real)
     assert "Done" in client.predict(image=handle_file(picture_path), prompt="ink", **FAST, api_name="/stylize")[1]
 

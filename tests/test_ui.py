@@ -12,12 +12,13 @@ from stylizer.config import Limits
 from stylizer.errors import InputError
 from stylizer.jobs import JobResult, JobUpdate, ModelInfo
 from stylizer.ui import build_demo
+from stylizer.ui.requests import PageRequests
 from stylizer.ui.settings import apply_settings, page_knobs
-from stylizer.ui.stream import StopRequests, stream
+from stylizer.ui.stream import stream
 
 from .apphelpers import result_path, served
 
-INFO = ModelInfo("tiny", "pixel", "tiny-clip", ["cpu"], True, 64, "test models")
+INFO = ModelInfo("tiny", "pixel", "tiny-clip", ["cpu"], True, {"size": 64}, "test models")
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
 
 
@@ -108,13 +109,15 @@ def test_page_names_the_model_and_flags_untrained_weights():
     demo = build_demo(lambda image, settings: iter(()), INFO)
     texts = " ".join(str(c.get("props", {}).get("value", "")) for c in demo.config["components"])
     assert "`tiny`" in texts and "untrained" in texts and "noise" in texts
-    trained = build_demo(lambda image, settings: iter(()), ModelInfo("sd15", "latent", "ViT-B-32/openai", ["cuda:0"], False, 512, "SD 1.5"))
+    trained = build_demo(
+        lambda image, settings: iter(()), ModelInfo("sd15", "latent", "ViT-B-32/openai", ["cuda:0"], False, {"size": 512}, "SD 1.5")
+    )
     texts = " ".join(str(c.get("props", {}).get("value", "")) for c in trained.config["components"])
     assert "sd15" in texts and "untrained" not in texts
 
 
 def test_stop_applies_to_runs_clicked_before_it_only():
-    stops = StopRequests()
+    stops = PageRequests()
     assert not stops.requested("page")  # an API caller that never pressed anything
     stops.arm("page")
     assert not stops.requested("page")

@@ -29,6 +29,10 @@ class FakeWorker:
         yield JobUpdate(1, 2, {"dir": 0.5}, Image.new("RGB", (8, 8)))
         yield JobUpdate(2, 2, {"dir": 0.4}, Image.new("RGB", (8, 8)))
 
+    def preview(self, image, settings, cancelled):
+        self.polled = cancelled()
+        return JobUpdate(2, 2, {"dir": 0.4}, Image.new("RGB", (8, 8)))
+
 
 def test_off_zero_gpu_the_run_function_is_the_workers(monkeypatch):
     monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
@@ -36,25 +40,53 @@ def test_off_zero_gpu_the_run_function_is_the_workers(monkeypatch):
     assert zerogpu.gpu_run_fn(worker) == worker.run
 
 
-def test_on_zero_gpu_the_run_is_wrapped_with_a_duration_from_the_settings(monkeypatch):
-    calls = []
+def recording_spaces(durations: list) -> types.SimpleNamespace:
+    """A ``spaces`` module whose ``GPU(duration=...)`` records the duration each call asks for."""
 
     def gpu(duration):
         def wrap(fn):
             def wrapped(*args, **kwargs):
-                calls.append(duration(*args, **kwargs))
+                durations.append(duration(*args, **kwargs))
                 return fn(*args, **kwargs)
 
             return wrapped
 
         return wrap
 
+    return types.SimpleNamespace(GPU=gpu)
+
+
+def test_on_zero_gpu_the_run_is_wrapped_with_a_duration_from_the_settings(monkeypatch):
+    calls = []
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
-    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=gpu))
+    monkeypatch.setitem(sys.modules, "spaces", recording_spaces(calls))
     run = zerogpu.gpu_run_fn(FakeWorker())
     updates = list(run("image.png", {"prompt": "ink", "steps": 40}))
     assert [u.step for u in updates] == [1, 2]
     assert calls and calls[0] >= zerogpu.OVERHEAD_S
+
+
+def test_on_zero_gpu_a_preview_runs_inside_spaces_gpu_for_a_preview_sized_duration(monkeypatch):
+    durations = []
+    worker = FakeWorker()
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    assert zerogpu.gpu_preview_fn(worker) == worker.preview
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    monkeypatch.setitem(sys.modules, "spaces", recording_spaces(durations))
+    preview = zerogpu.gpu_preview_fn(worker)
+    settings = {"prompt": "ink", "steps": 200, "size": 1024, "preview_size": 256, "preview_steps": 12}
+    assert preview("image.png", settings, lambda: True).step == 2
+    assert worker.polled is False  # the GPU process cannot poll the page: it is never cancelled there
+    assert durations == [zerogpu.estimate_duration(None, {**settings, "size": 256, "steps": 12})]
+    assert durations[0] < zerogpu.estimate_duration(None, settings)
+
+
+def test_on_zero_gpu_prepared_pictures_are_kept_in_cpu_memory(monkeypatch, tmp_path):
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    worker = Worker("tiny", ["cpu"], output_dir=tmp_path)
+    assert {cache.storage.type for cache in worker.caches.values()} == {"cpu"}
+    monkeypatch.delenv("SPACES_ZERO_GPU")
+    assert {cache.storage for cache in Worker("tiny", ["cpu"], output_dir=tmp_path).caches.values()} == {None}
 
 
 def test_duration_grows_with_steps_size_and_full_mode():

@@ -17,6 +17,7 @@ import gradio as gr
 from ..config import ADVANCED, MAIN, Knob, Limits, StyleConfig, field_range, knobs
 from ..jobs import ModelInfo
 from .settings import page_knobs
+from .stream import RESULT_LABEL
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate")
@@ -42,20 +43,32 @@ class Page:
         image: the upload.
         knobs: one control per setting in :func:`~stylizer.ui.settings.page_knobs`, by name.
         randomize: "Random seed each run".
-        outputs: the run's outputs by name (see :data:`stylizer.ui.stream.OUTPUTS`); ``seed`` is the knob's control.
+        live_preview: "Live preview": a quick preview after each change.
+        preview_button: never shown; it carries the ``/preview`` API endpoint.
+        preview_ticket, prepare_ticket: never shown; the number the page issued its latest preview or preparation.
+        outputs: what jobs write, by name: the run's outputs (see :data:`stylizer.ui.stream.OUTPUTS`;
+            ``seed`` is the knob's control) and ``prepared``, the line under the picture.
     """
 
     image: gr.Image
     knobs: dict[str, gr.components.Component]
     randomize: gr.Checkbox
+    live_preview: gr.Checkbox
+    preview_button: gr.Button
+    preview_ticket: gr.Number
+    prepare_ticket: gr.Number
     run_button: gr.Button
     stop_button: gr.Button
     apply_button: gr.Button
     outputs: dict[str, gr.components.Component]
 
 
-def build_layout(info: ModelInfo, limits: Limits) -> Page:
-    """Create every component of the page, inside the caller's ``gr.Blocks``."""
+def build_layout(info: ModelInfo, limits: Limits, previews: bool = True) -> Page:
+    """Create every component of the page, inside the caller's ``gr.Blocks``.
+
+    Args:
+        previews: show the "Live preview" box (the server runs previews).
+    """
     gr.Markdown("# Stylizer\nRestyle a picture from a text prompt. It keeps the picture's structure and takes on the style you describe.")
     gr.Markdown(_model_line(info))
     if info.untrained:
@@ -68,22 +81,30 @@ def build_layout(info: ModelInfo, limits: Limits) -> Page:
         with gr.Column(scale=1):
             image = gr.Image(label="Input image", type="filepath", image_mode=None, sources=["upload", "clipboard", "webcam"], height=320)
             image.preprocess = upload_payload  # type: ignore[method-assign]
+            prepared = gr.Markdown("", elem_id="prepared")
             controls, randomize = _knob_controls(info, limits)
             with gr.Row():
                 run_button = gr.Button("Stylize", variant="primary")
                 stop_button = gr.Button("Stop", variant="stop")
+            live_preview = gr.Checkbox(
+                value=info.gpu,
+                label="Live preview",
+                info="a quick, small preview after each change (on by default with a GPU)",
+                visible=previews,
+            )
         with gr.Column(scale=1):
             outputs, apply_button = _output_column()
-    outputs["seed"] = controls["seed"]
+    outputs["seed"], outputs["prepared"] = controls["seed"], prepared
     examples = _examples()
     if examples:
         gr.Examples(examples, inputs=[image, controls["prompt"], controls["reference"]], label="Examples")
-    return Page(image, controls, randomize, run_button, stop_button, apply_button, outputs)
+    hidden = [gr.Button(visible=False), gr.Number(visible=False, precision=0), gr.Number(visible=False, precision=0)]
+    return Page(image, controls, randomize, live_preview, *hidden, run_button, stop_button, apply_button, outputs)
 
 
 def _knob_controls(info: ModelInfo, limits: Limits) -> tuple[dict[str, gr.components.Component], gr.Checkbox]:
     """One control per page knob: the main ones in the column, the rest in *Advanced*, in rows."""
-    defaults = StyleConfig(size=min(info.default_size, limits.max_size))
+    defaults = StyleConfig(**info.defaults)
     table = knobs()
     names = page_knobs()
     controls: dict[str, gr.components.Component] = {}
@@ -139,7 +160,13 @@ def _output_column() -> tuple[dict[str, gr.components.Component], gr.Button]:
     """The result, status, before/after, files and settings; returns them by output name, and the Apply button."""
     outputs: dict[str, gr.components.Component] = {
         "result": gr.Image(
-            label="Result", elem_id="result", type="pil", format="png", interactive=False, height=420, buttons=["download", "fullscreen"]
+            label=RESULT_LABEL,
+            elem_id="result",
+            type="pil",
+            format="png",
+            interactive=False,
+            height=420,
+            buttons=["download", "fullscreen"],
         ),
         "status": gr.Markdown(
             "Upload a picture, describe a style and press **Stylize**.", label="Status", elem_id="status", elem_classes="stylizer-status"

@@ -1,4 +1,4 @@
-"""A run on the page: the Stop button's state, and job updates turned into page updates.
+"""Jobs on the page: a run's updates, a live preview and a background preparation, turned into page updates.
 
 Page updates are dicts keyed by output name (:data:`OUTPUTS`); a name left out keeps its
 value. Nothing here builds a component, so it is testable without a page.
@@ -7,9 +7,9 @@ value. Nothing here builds a component, so it is testable without a page.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -17,51 +17,25 @@ from urllib.parse import urlencode
 import gradio as gr
 
 from ..errors import StylizerError, as_sentence
-from ..jobs import JobResult, JobUpdate, RunFn
+from ..jobs import JobResult, JobUpdate, PrepareFn, PreviewFn, RunFn
 from .settings import SETTINGS_PARAM
 
 log = logging.getLogger(__name__)
 
 # The run's outputs, in the order of the /stylize API's return tuple.
 OUTPUTS = ("result", "status", "comparison", "trajectory", "downloads", "settings", "seed")
+# A live preview's: the /preview API returns the first two; on the page it also hides the last result's extras.
+PREVIEW_API_OUTPUTS = ("result", "status")
+PREVIEW_OUTPUTS = (*PREVIEW_API_OUTPUTS, "comparison", "trajectory", "downloads")
 INVERTING = "Inverting the picture (DDIM)"
+REUSING = "Reusing the prepared picture…"
+PREPARING = "Preparing the picture…"
+READY = "**Ready**: the picture is prepared, so **Stylize** starts at its first step."
+RESULT_LABEL, PREVIEW_LABEL = "Result", "Preview"
 STOPPED = "**Stopped.** Press **Stylize** to run again."
 TERM_NAMES = {"dir": "directional", "patch": "patch", "content": "content", "tv": "TV"}
 
 PageUpdate = dict[str, Any]
-
-
-class StopRequests:
-    """The Stop button's presses, per page session, for the running (or queued) run to poll.
-
-    A run ends itself at its next update once Stop was pressed after its Stylize click,
-    so it finishes as a normal event. (Gradio's own ``cancels`` on a running generator
-    now and then leaves the outputs marked "Error".) Clicks and presses are numbered from
-    one counter, so their order is exact.
-    """
-
-    def __init__(self) -> None:
-        self._order = itertools.count()
-        self._armed: dict[str, int] = {}
-        self._stopped: dict[str, int] = {}
-
-    def arm(self, session: str) -> None:
-        """A run was asked for (Stylize clicked): earlier presses of Stop no longer apply."""
-        self._armed[session] = next(self._order)
-
-    def stop(self, session: str) -> None:
-        """Stop was pressed: every run of ``session`` armed before now should end."""
-        self._stopped[session] = next(self._order)
-
-    def requested(self, session: str) -> bool:
-        """Whether Stop was pressed since the latest Stylize click (never, for API calls that pressed nothing)."""
-        stopped = self._stopped.get(session)
-        return stopped is not None and stopped > self._armed.get(session, -1)
-
-    def forget(self, session: str) -> None:
-        """Drop a closed page's entries."""
-        self._armed.pop(session, None)
-        self._stopped.pop(session, None)
 
 
 def stream(
@@ -80,19 +54,66 @@ def stream(
     hidden = gr.update(visible=False)
     # Clear the previous run's result so nothing stale sits beside the new previews.
     starting = f"{INVERTING}…" if settings.get("start", "invert") == "invert" else "Starting…"
-    yield {"result": None, "status": starting, "comparison": hidden, "trajectory": hidden, "downloads": hidden, **used_seed}
+    cleared = gr.update(value=None, label=RESULT_LABEL)
+    yield {"result": cleared, "status": starting, "comparison": hidden, "trajectory": hidden, "downloads": hidden, **used_seed}
+    with _user_errors("stylizing"), contextlib.closing(run_fn(image, settings)) as updates:
+        for update in _page_updates(updates, progress, stop_requested):
+            yield {**update, **used_seed}
+
+
+def preview(preview_fn: PreviewFn, image: Any, settings: dict[str, Any], cancelled: Callable[[], bool]) -> PageUpdate:
+    """A live preview's page update: its image in the Result area, marked "Preview"; nothing when there is no picture or it was cancelled."""
+    if image is None:
+        return {}
+    started = time.perf_counter()
+    with _user_errors("previewing"):
+        update = preview_fn(image, settings, cancelled)
+    if update is None or update.image is None:
+        return {}
+    width, height = update.image.size
+    status = (
+        f"**Preview** at {width}×{height} px, {update.total} steps, in {time.perf_counter() - started:.1f} s"
+        f"{_losses_text(update.losses)} · press **Stylize** for the full result"
+    )
+    hidden = gr.update(visible=False)  # the last full result's extras no longer match what the Result area shows
+    preview_image = gr.update(value=update.image, label=PREVIEW_LABEL)
+    return {"result": preview_image, "status": status, "comparison": hidden, "trajectory": hidden, "downloads": hidden}
+
+
+def preparation(
+    prepare_fn: PrepareFn, image: Any, settings: dict[str, Any], cancelled: Callable[[], bool], previews: bool
+) -> Iterator[str]:
+    """The preparation line under the picture: "Preparing…", then "Ready" (or why not); nothing more if superseded."""
+    if image is None:
+        yield ""
+        return
+    yield PREPARING
     try:
-        with contextlib.closing(run_fn(image, settings)) as updates:
-            for update in _page_updates(updates, progress, stop_requested):
-                yield {**update, **used_seed}
+        ready = prepare_fn(image, settings, cancelled, previews)
+    except StylizerError as exc:
+        yield f"Could not prepare the picture: {as_sentence(str(exc))}"
+        return
+    except Exception:
+        log.exception("preparing a picture failed")
+        yield "Could not prepare the picture; **Stylize** will try again."
+        return
+    if ready and not cancelled():  # a newer request may have come while the last, cached, part took no step
+        yield READY
+
+
+@contextlib.contextmanager
+def _user_errors(doing: str) -> Iterator[None]:
+    """User errors become ``gr.Error`` with their message; anything else is logged and reported in one sentence."""
+    try:
+        yield
     except StylizerError as exc:
         raise gr.Error(as_sentence(str(exc)), print_exception=False) from None
     except gr.Error:
         raise
     except Exception:
-        log.exception("stylize job failed")
+        log.exception("%s failed", doing)
         raise gr.Error(
-            "Something went wrong on the server while stylizing; the error was logged. Please try again.", print_exception=False
+            f"Something went wrong on the server while {doing}; the error was logged. Please try again.", print_exception=False
         ) from None
 
 
@@ -104,6 +125,8 @@ def _page_updates(updates: Iterator[JobUpdate], progress: gr.Progress, stop_requ
             return
         if update.queued:
             yield {"status": "Waiting for a free GPU…"}
+        elif update.reused:
+            yield {"status": REUSING}
         elif update.inverting:
             progress((update.step, update.total), desc="Inverting", unit="steps")
             yield {"status": f"**{INVERTING}** {update.step} / {update.total}{_bar(update.step, update.total)}"}
@@ -122,7 +145,7 @@ def _finished(done: JobResult, total: int) -> PageUpdate:
     link = "?" + urlencode({SETTINGS_PARAM: json.dumps(done.settings, separators=(",", ":"))})
     status = f"**Done** in {done.seconds:.1f} s · {total} steps{_losses_text(done.losses)} · [link to these settings]({link}){notes}"
     return {
-        "result": done.image,
+        "result": gr.update(value=done.image, label=RESULT_LABEL),
         "status": status,
         "comparison": gr.ImageSlider(value=(done.source, done.image), visible=True),
         "trajectory": gr.Image(value=str(done.gif_path), visible=True),

@@ -1,0 +1,293 @@
+"""What a job computes from the picture alone, and a cache that keeps it for the next job on the same picture.
+
+Before its first guided step a job encodes the picture (the VAE's clean latent, or the
+pixels themselves), reads its CLIP embedding and VGG16 features (the losses' reference),
+and, with ``start="invert"``, DDIM-inverts it to the start timestep: as many UNet passes
+as the guided loop itself. None of that depends on the prompt, the loss weights, the
+seed, the guidance or the patches, so a user who moves a slider and presses Stylize again
+needs none of it recomputed. :class:`PreparedCache` keeps it, keyed by exactly what each
+value depends on:
+
+* the picture entry (clean latent, source features): the model set, its device and
+  dtype, the picture's content (a hash of the RGB at working size), the working size, and
+  the optimisations that change the numbers (autocast precision, memory layout);
+* an inversion within it: the text the inversion is conditioned on (the reference, for
+  text-conditioned models), the schedule (steps over the whole schedule and steps run),
+  and every optimisation of the step (a compiled UNet rounds differently).
+
+A cached value is the very tensor a cold run computes, so results are unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from diffusers import DDIMScheduler
+from PIL import Image
+
+from . import optimization
+from .config import StyleConfig
+from .errors import ConfigError
+from .images import output_size, to_tensor, working_size
+from .loading import Models
+from .objective import SourceFeatures, source_features
+from .optimization import Optimizations
+
+DEFAULT_ENTRIES = 8
+ENTRIES_ENV = "STYLIZER_CACHE_ENTRIES"
+# Inversions kept per picture (other schedules or reference texts); the oldest goes first.
+INVERSIONS_PER_PICTURE = 4
+
+
+@dataclass
+class PreparedPicture:
+    """One picture at one working size, prepared for one model set.
+
+    Attributes:
+        clean: the encoded picture (what the UNet denoises at t = 0).
+        features: its CLIP embedding and VGG16 features.
+        inversions: DDIM-inverted start points, by :func:`inversion_key`.
+    """
+
+    clean: torch.Tensor
+    features: SourceFeatures
+    inversions: OrderedDict[tuple, torch.Tensor] = field(default_factory=OrderedDict)
+
+    def add_inversion(self, key: tuple, start: torch.Tensor) -> None:
+        """Keep an inversion, dropping the least recently used beyond :data:`INVERSIONS_PER_PICTURE`."""
+        self.inversions[key] = start
+        self.inversions.move_to_end(key)
+        while len(self.inversions) > INVERSIONS_PER_PICTURE:
+            self.inversions.popitem(last=False)
+
+
+class PreparedCache:
+    """A bounded LRU cache of :class:`PreparedPicture` entries, shared by the jobs of one device.
+
+    Args:
+        max_entries: pictures kept (each at one working size); the least recently used goes first.
+        storage: keep the tensors on this device (e.g. ``"cpu"`` on ZeroGPU, where the GPU exists
+            only inside a job) and move them to the job's device on use; None keeps them where
+            they were computed.
+
+    Attributes:
+        stats: hit and miss counts, by ``"picture_hit"``, ``"picture_miss"``, ``"inversion_hit"``
+            and ``"inversion_miss"``.
+    """
+
+    def __init__(self, max_entries: int = DEFAULT_ENTRIES, storage: str | torch.device | None = None) -> None:
+        if max_entries < 1:
+            raise ConfigError(f"the prepared-picture cache needs at least 1 entry, got {max_entries}")
+        self.max_entries = max_entries
+        self.storage = torch.device(storage) if storage is not None else None
+        self.stats: Counter[str] = Counter()
+        self._entries: OrderedDict[tuple, PreparedPicture] = OrderedDict()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, storage: str | torch.device | None = None) -> PreparedCache:
+        """A cache of ``$STYLIZER_CACHE_ENTRIES`` entries (default :data:`DEFAULT_ENTRIES`)."""
+        raw = (os.environ if environ is None else environ).get(ENTRIES_ENV, "")
+        try:
+            entries = int(raw) if raw else DEFAULT_ENTRIES
+        except ValueError:
+            raise ConfigError(f"{ENTRIES_ENV}={raw!r} is not a whole number") from None
+        return cls(entries, storage)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple) -> PreparedPicture | None:
+        """The entry for ``key`` (now the most recently used), or None."""
+        entry = self._entries.get(key)
+        self.stats["picture_hit" if entry is not None else "picture_miss"] += 1
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: tuple, entry: PreparedPicture) -> None:
+        """Keep ``entry``; the least recently used entries beyond the bound are dropped, and their tensors with them."""
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        """Drop every entry (after an out-of-memory error, say)."""
+        self._entries.clear()
+
+    def stored(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` where this cache keeps its tensors."""
+        return tensor if self.storage is None else tensor.to(self.storage)
+
+
+@dataclass
+class Prepared:
+    """What a job starts from, on the job's device.
+
+    Attributes:
+        source: the picture at working size, (1, 3, H, W) in [-1, 1].
+        work: the working size (W, H), multiples of the model's downsampling.
+        out: the result's size (W, H), at the picture's own aspect ratio.
+        optimizations: how the networks run.
+        scheduler: a fresh scheduler after ``set_timesteps``.
+        timesteps: the descending timesteps the job runs (the last ``strength`` of the schedule).
+        clean: the encoded picture.
+        features: the picture's CLIP embedding and VGG16 features.
+        start: the DDIM-inverted start point (start ``invert``), else None.
+        reused: the start came from a cache (the inversion for ``invert``, the encoding for ``noise``).
+    """
+
+    source: torch.Tensor
+    work: tuple[int, int]
+    out: tuple[int, int]
+    optimizations: Optimizations
+    scheduler: DDIMScheduler
+    timesteps: torch.Tensor
+    clean: torch.Tensor
+    features: SourceFeatures
+    start: torch.Tensor | None
+    reused: bool
+
+
+def picture_key(models: Models, source: torch.Tensor, optimizations: Optimizations) -> tuple:
+    """What a picture entry depends on: model set, device, dtype, the picture's content and size, and the numerics.
+
+    Args:
+        source: the picture at working size, (1, 3, H, W) in [-1, 1] (it is hashed on the host).
+    """
+    digest = hashlib.sha256(source.detach().to("cpu", torch.float32).numpy().tobytes()).hexdigest()
+    backend = models.backend
+    return (
+        models.preset,
+        str(models.device),
+        backend.dtype,
+        digest,
+        tuple(source.shape[-2:]),
+        optimizations.autocast,
+        optimizations.channels_last,
+    )
+
+
+def inversion_key(models: Models, config: StyleConfig, optimizations: Optimizations) -> tuple:
+    """What an inversion depends on beyond its picture: the conditioning text, the schedule and the step's optimisations."""
+    text = config.reference if models.backend.conditions_on_text else None
+    return (text, config.steps, config.denoise_steps, optimizations)
+
+
+def prepare_picture(
+    models: Models,
+    image: Image.Image,
+    config: StyleConfig,
+    *,
+    optimize: bool | Optimizations | None = None,
+    cache: PreparedCache | None = None,
+    on_invert: Callable[[int, int], None] | None = None,
+) -> Prepared:
+    """Everything a job needs before its first guided step, reusing what ``cache`` holds.
+
+    The picture is resized to the working size, encoded, its CLIP and VGG16 features read,
+    and (start ``invert``) DDIM-inverted to the first timestep. Called ahead of a job with a
+    cache, it makes that job start at once.
+
+    Args:
+        models: the loaded models.
+        image: the RGB picture.
+        config: validated settings.
+        optimize: the optimisation switch, as :func:`stylizer.sampler.stylize` takes it.
+        cache: where prepared pictures are kept between jobs (None: compute everything).
+        on_invert: called as ``on_invert(done, total)`` after every inversion step; it may raise to abort.
+    """
+    backend, device = models.backend, models.device
+    optimizations = optimization.resolve(device, optimize)
+    optimization.set_layout((*backend.networks, models.vgg), optimizations.channels_last)
+    work = working_size(*image.size, config.size, backend.multiple)
+    source = to_tensor(image, work).to(device)
+    scheduler = backend.new_scheduler()
+    # Host timesteps: the scheduler's lookups then never wait for the GPU, and the backends
+    # find each one's device copy without a transfer (see DiffusionBackend.net_timestep).
+    scheduler.set_timesteps(config.steps)
+    timesteps = scheduler.timesteps[config.steps - config.denoise_steps :]
+    key = picture_key(models, source, optimizations) if cache is not None else ()
+    entry = cache.get(key) if cache is not None else None
+    reused = entry is not None
+    with torch.no_grad():
+        if entry is None:
+            features = source_features(models.clip, models.vgg, (source + 1) / 2, optimizations)
+            entry = PreparedPicture(backend.encode(source), features)
+            if cache is not None:
+                entry = PreparedPicture(cache.stored(entry.clean), features.to(cache.storage))
+                cache.put(key, entry)
+        start = None
+        if config.start == "invert":
+            start, reused = _inverted(models, entry, config, optimizations, scheduler, timesteps, cache, on_invert)
+    out = output_size(*image.size, config.size)
+    features = entry.features.to(device)
+    return Prepared(source, work, out, optimizations, scheduler, timesteps, entry.clean.to(device), features, start, reused)
+
+
+def _inverted(
+    models: Models,
+    entry: PreparedPicture,
+    config: StyleConfig,
+    optimizations: Optimizations,
+    scheduler: DDIMScheduler,
+    timesteps: torch.Tensor,
+    cache: PreparedCache | None,
+    on_invert: Callable[[int, int], None] | None,
+) -> tuple[torch.Tensor, bool]:
+    """The start point of ``entry``'s picture for this schedule, from the cache or inverted now; and whether it was cached."""
+    backend = models.backend
+    key = inversion_key(models, config, optimizations)
+    start = entry.inversions.get(key)
+    if cache is not None:
+        cache.stats["inversion_hit" if start is not None else "inversion_miss"] += 1
+    if start is not None:
+        entry.inversions.move_to_end(key)
+        return start.to(models.device), True
+    condition = backend.inversion_condition(config.reference)
+    start = ddim_invert(
+        lambda x, t: backend.eps(x, t, condition, optimizations), entry.clean.to(models.device), timesteps, scheduler, on_invert
+    )
+    if cache is not None:
+        entry.add_inversion(key, cache.stored(start))
+    return start, False
+
+
+def ddim_invert(
+    eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    clean: torch.Tensor,
+    timesteps: torch.Tensor,
+    scheduler: DDIMScheduler,
+    on_step: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Deterministic DDIM inversion: run the eta=0 update backwards from ``clean`` to ``timesteps[0]``.
+
+    Mirrors ``DDIMScheduler.step`` exactly (same ᾱ for the previous step, same
+    final ᾱ), evaluating ε at the target timestep as in null-text inversion.
+
+    Args:
+        eps_fn: ε(x, t).
+        clean: x at the end of the schedule (the encoded input).
+        timesteps: the descending timesteps the sampler will run.
+        scheduler: a scheduler after ``set_timesteps``.
+        on_step: called as ``on_step(done, total)`` after every inversion step.
+    """
+    stride = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    x = clean
+    for done, t in enumerate(reversed(timesteps), start=1):
+        prev = int(t) - stride
+        alpha_cur = scheduler.alphas_cumprod[prev] if prev >= 0 else scheduler.final_alpha_cumprod
+        alpha_next = scheduler.alphas_cumprod[int(t)]
+        # CPU scalars, as in guided_eps: no copy to the device to wait for.
+        alpha_cur, alpha_next = alpha_cur.to(dtype=x.dtype), alpha_next.to(dtype=x.dtype)
+        eps = eps_fn(x, t)
+        pred_clean = (x - (1 - alpha_cur).sqrt() * eps) / alpha_cur.sqrt()
+        x = alpha_next.sqrt() * pred_clean + (1 - alpha_next).sqrt() * eps
+        if on_step is not None:
+            on_step(done, len(timesteps))
+    return x

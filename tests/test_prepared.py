@@ -1,0 +1,173 @@
+"""The prepared-picture cache: what each value is keyed on, unchanged results, the LRU bound."""
+
+import dataclasses
+import gc
+import weakref
+
+import numpy as np
+import pytest
+import torch
+
+from stylizer.config import StyleConfig
+from stylizer.loading import load_models
+from stylizer.optimization import Optimizations
+from stylizer.prepared import PreparedCache, prepare_picture
+from stylizer.sampler import stylize
+
+from .helpers import CUDA_REPEAT_TOLERANCE, make_image, pixels
+
+BASE = StyleConfig(prompt="drawing with black ink", size=64, steps=10, strength=0.6, start="invert").validated()
+# What a job with one setting changed finds in a cache prepared for BASE:
+HIT = "the prepared picture and its inversion"
+NEW_INVERSION = "the prepared picture, and it inverts again"
+NEW_PICTURE = "nothing: it prepares the picture again"
+NO_INVERSION = "the prepared picture, and needs no inversion"
+# Every StyleConfig field, with a changed value and what that job finds (tiny-latent: its UNet reads text).
+KEY_TABLE = {
+    "prompt": ("oil painting", HIT),
+    "reference": ("a sketch", NEW_INVERSION),
+    "w_dir": (1.0, HIT),
+    "w_patch": (1.0, HIT),
+    "w_content": (1.0, HIT),
+    "w_tv": (1.0, HIT),
+    "steps": (20, NEW_INVERSION),
+    "strength": (0.9, NEW_INVERSION),
+    "start": ("noise", NO_INVERSION),
+    "mode": ("full", HIT),
+    "guidance_scale": (2.0, HIT),
+    "cfg_scale": (3.0, HIT),
+    "n_patches": (4, HIT),
+    "patch_size": (32, HIT),
+    "threshold": (0.1, HIT),
+    "size": (48, NEW_PICTURE),
+    "seed": (7, HIT),
+    "max_shift": (0.5, HIT),
+    "distortion": (0.1, HIT),
+    "preview_every": (2, HIT),
+    "preview_size": (32, HIT),
+    "preview_steps": (4, HIT),
+}
+OUTCOMES = {  # stats a job adds: picture hit, picture miss, inversion hit, inversion miss
+    HIT: (1, 0, 1, 0),
+    NEW_INVERSION: (1, 0, 0, 1),
+    NEW_PICTURE: (0, 1, 0, 1),
+    NO_INVERSION: (1, 0, 0, 0),
+}
+
+
+@pytest.fixture(scope="module")
+def latent_models():
+    return load_models("tiny-latent", "cpu")
+
+
+def lookups(cache: PreparedCache) -> tuple[int, ...]:
+    return tuple(cache.stats[k] for k in ("picture_hit", "picture_miss", "inversion_hit", "inversion_miss"))
+
+
+def test_every_setting_is_classified_by_what_it_invalidates(latent_models, picture):
+    """A new StyleConfig field fails here until it is classified (and its class is checked)."""
+    assert set(KEY_TABLE) == {f.name for f in dataclasses.fields(StyleConfig)}
+    for name, (value, outcome) in KEY_TABLE.items():
+        cache = PreparedCache()
+        prepare_picture(latent_models, picture, BASE, cache=cache)
+        assert lookups(cache) == (0, 1, 0, 1)
+        before = lookups(cache)
+        prepared = prepare_picture(latent_models, picture, dataclasses.replace(BASE, **{name: value}).validated(), cache=cache)
+        added = tuple(after - b for after, b in zip(lookups(cache), before, strict=True))
+        assert added == OUTCOMES[outcome], f"{name}={value!r}: expected {outcome}, the cache saw {added}"
+        assert prepared.reused == (outcome in (HIT, NO_INVERSION)), name
+
+
+def test_another_picture_or_numerics_is_another_entry(latent_models, picture):
+    cache = PreparedCache()
+    prepare_picture(latent_models, picture, BASE, cache=cache)
+    prepare_picture(latent_models, make_image(seed=1), BASE, cache=cache)  # the same size, other pixels
+    prepare_picture(latent_models, picture, BASE, optimize=Optimizations(channels_last=True), cache=cache)
+    assert lookups(cache) == (0, 3, 0, 3) and len(cache) == 3
+
+
+def test_a_pixel_model_inverts_without_text_so_the_reference_does_not_matter(tiny_models, picture):
+    cache = PreparedCache()
+    prepare_picture(tiny_models, picture, BASE, cache=cache)
+    assert prepare_picture(tiny_models, picture, dataclasses.replace(BASE, reference="a sketch"), cache=cache).reused
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-latent"])
+@pytest.mark.parametrize("start", ["invert", "noise"])
+def test_a_job_from_the_cache_is_pixel_identical_to_a_cold_one(preset, start, picture):
+    models = load_models(preset, "cpu")
+    config = dataclasses.replace(BASE, start=start, preview_every=2)
+    cold = list(stylize(models, picture, config))
+    cache = PreparedCache()
+    list(stylize(models, picture, dataclasses.replace(config, w_content=900.0, seed=5), cache=cache))  # prepares the picture
+    reused = []
+    warm = list(stylize(models, picture, config, cache=cache, on_prepared=reused.append))
+    assert reused == [True]
+    assert [f.step for f in warm] == [f.step for f in cold]
+    for a, b in zip(cold, warm, strict=True):
+        assert np.array_equal(pixels(a), pixels(b)) and a.losses == b.losses
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("preset", ["tiny", "tiny-latent"])
+def test_on_cuda_a_job_from_the_cache_agrees_with_a_cold_one_within_the_repeat_tolerance(preset, picture):
+    models = load_models(preset, "cuda")
+    cold = pixels(list(stylize(models, picture, BASE))[-1])
+    cache = PreparedCache()
+    list(stylize(models, picture, dataclasses.replace(BASE, w_content=900.0), cache=cache))
+    warm = pixels(list(stylize(models, picture, BASE, cache=cache))[-1])
+    difference = np.abs(cold - warm)
+    assert difference.max() <= CUDA_REPEAT_TOLERANCE["max"] and difference.mean() <= CUDA_REPEAT_TOLERANCE["mean"]
+
+
+def test_the_cache_keeps_the_most_recent_pictures_and_frees_the_rest(tiny_models):
+    cache = PreparedCache(max_entries=2)
+    pictures = [make_image(seed=s) for s in range(3)]
+    first = prepare_picture(tiny_models, pictures[0], BASE, cache=cache)
+    evicted = weakref.ref(first.start)
+    del first
+    prepare_picture(tiny_models, pictures[1], BASE, cache=cache)
+    prepare_picture(tiny_models, pictures[0], BASE, cache=cache)  # used again: now the most recent
+    prepare_picture(tiny_models, pictures[2], BASE, cache=cache)  # evicts pictures[1]
+    assert len(cache) == 2
+    assert prepare_picture(tiny_models, pictures[0], BASE, cache=cache).reused
+    assert not prepare_picture(tiny_models, pictures[1], BASE, cache=cache).reused
+    gc.collect()
+    assert evicted() is not None  # pictures[0] survived
+    prepare_picture(tiny_models, pictures[2], BASE, cache=cache)
+    prepare_picture(tiny_models, pictures[1], BASE, cache=cache)  # evicts pictures[0]
+    gc.collect()
+    assert evicted() is None, "an evicted entry's tensors must be freed"
+
+
+def test_storage_on_the_cpu_hands_tensors_to_the_jobs_device(tiny_models, picture):
+    cache = PreparedCache(storage="cpu")
+    prepare_picture(tiny_models, picture, BASE, cache=cache)
+    entry = next(iter(cache._entries.values()))
+    assert entry.clean.device.type == "cpu" and all(t.device.type == "cpu" for t in entry.inversions.values())
+    assert prepare_picture(tiny_models, picture, BASE, cache=cache).start.device == tiny_models.device
+
+
+def test_the_entry_count_comes_from_the_environment():
+    assert PreparedCache.from_env({"STYLIZER_CACHE_ENTRIES": "3"}).max_entries == 3
+    assert PreparedCache.from_env({}).max_entries == 8
+    with pytest.raises(ValueError, match="STYLIZER_CACHE_ENTRIES"):
+        PreparedCache.from_env({"STYLIZER_CACHE_ENTRIES": "many"})
+    with pytest.raises(ValueError, match="at least 1"):
+        PreparedCache(0)
+
+
+def test_a_cancelled_inversion_leaves_no_start_behind(tiny_models, picture):
+    class Abort(Exception):
+        pass
+
+    def abort(done, total):
+        if done == 2:
+            raise Abort()
+
+    cache = PreparedCache()
+    with pytest.raises(Abort):
+        prepare_picture(tiny_models, picture, BASE, cache=cache, on_invert=abort)
+    prepared = prepare_picture(tiny_models, picture, BASE, cache=cache)
+    assert not prepared.reused and torch.isfinite(prepared.start).all()

@@ -6,7 +6,7 @@ The sampler only talks to :class:`DiffusionBackend`; adding a backend never fork
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -106,8 +106,8 @@ class DiffusionBackend(ABC):
         with torch.no_grad():
             return self.decode(sample)
 
-    def condition(self, prompt: str, cfg_scale: float) -> Condition:
-        """Per-job UNet conditioning for the style prompt (``None`` for unconditional models)."""
+    def condition(self, styles: Sequence[tuple[str, float]], cfg_scale: float) -> Condition:
+        """Per-job UNet conditioning for the style prompts and their weights (``None`` for unconditional models)."""
         return None
 
     def inversion_condition(self, reference: str) -> Condition:
@@ -253,17 +253,21 @@ class LatentBackend(DiffusionBackend):
         tokens = self.tokenizer(texts, padding="max_length", max_length=self.max_tokens, truncation=True, return_tensors="pt").input_ids
         return self.text_encoder(tokens.to(self.text_encoder.device))[0].to(self.dtype)
 
-    def condition(self, prompt: str, cfg_scale: float) -> TextCondition:
-        """Classifier-free guidance on the style prompt, with as few UNet passes as the scale allows.
+    def condition(self, styles: Sequence[tuple[str, float]], cfg_scale: float) -> TextCondition:
+        """Classifier-free guidance on the style prompts, with as few UNet passes as the scale allows.
 
-        ``cfg_scale`` 0 is the unconditional (empty-prompt) ε alone, so only CLIP guides;
-        1 is the conditional ε alone; anything else runs both in one batch.
+        ``cfg_scale`` 0, or no prompt at all (a style picture alone), is the unconditional
+        (empty-prompt) ε alone, so only CLIP guides; 1 is the conditional ε alone; anything
+        else runs both in one batch. Several prompts condition on the weighted mean of their
+        text embeddings (``styles``' weights sum to 1).
         """
-        if cfg_scale == 0:
+        if cfg_scale == 0 or not styles:
             return TextCondition(self.embed([""]))
-        if cfg_scale == 1:
-            return TextCondition(self.embed([prompt]))
-        return TextCondition(self.embed(["", prompt]), cfg_scale)
+        if len(styles) == 1:
+            prompt = styles[0][0]
+            return TextCondition(self.embed([prompt])) if cfg_scale == 1 else TextCondition(self.embed(["", prompt]), cfg_scale)
+        blend = sum(weight * self.embed([prompt]) for prompt, weight in styles)
+        return TextCondition(blend) if cfg_scale == 1 else TextCondition(torch.cat([self.embed([""]), blend]), cfg_scale)
 
     def inversion_condition(self, reference: str) -> TextCondition:
         """Invert with the reference text (it describes the input), without classifier-free guidance.

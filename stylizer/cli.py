@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .commands import OneLineParser, run_command
-from .config import ConfigError, Knob, Limits, StyleConfig, knobs, model_defaults
+from .config import PROMPT_FIELDS, WEIGHT_FIELDS, ConfigError, Knob, Limits, StyleConfig, knobs, model_defaults
 
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
 METAVARS = {int: "N", float: "F", str: "TEXT"}
@@ -51,8 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the optimised guided step (on CUDA: bf16 autocast, channels_last and torch.compile, whose "
         "kernels are cached on disk for the next run) instead of the eager reference (default: eager)",
     )
+    parser.add_argument("--mask", metavar="PATH", help="restyle only where this picture is white (black: keep; grey: partly)")
+    parser.add_argument("--style-image", metavar="PATH", help="take the style from this picture (with or without a prompt)")
+    parser.add_argument("--prompt-weights", metavar="W1,W2,...", help="one weight per -p, for a blend (default: equal weights)")
     for f in dataclasses.fields(StyleConfig):
-        add_knob_option(parser, f.name, f.metadata["knob"], f.default)
+        if f.metadata["knob"].cli:
+            add_knob_option(parser, f.name, f.metadata["knob"], f.default)
     return parser
 
 
@@ -66,6 +70,14 @@ def add_knob_option(parser: argparse.ArgumentParser, name: str, knob: Knob, defa
     """One option for one setting; left unset it stays ``None``, so the config's (or the preset's) default applies."""
     kind = type(default)
     shown = "the preset's" if knob.preset_default else default
+    if kind is bool:
+        flags = knob_flags(name, knob)
+        parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=None, help=f"{knob.help} (default: off)")
+        return
+    if name == PROMPT_FIELDS[0]:
+        # Repeated, it blends styles: the extra prompts and their weights have no options of their own.
+        parser.add_argument(*knob_flags(name, knob), dest=name, action="append", metavar=METAVARS[str], help=knob.help)
+        return
     parser.add_argument(
         *knob_flags(name, knob),
         dest=name,
@@ -100,8 +112,10 @@ def _stylize(args: argparse.Namespace) -> int:
         _writable_path(args.frames, (".gif",), "--frames")
     preset = resolve_preset(args.model, args.clip)
     limits = Limits.from_env()
-    given = {name: getattr(args, name) for name in knobs() if getattr(args, name) is not None}
-    job = check_request(args.input, {**model_defaults(preset.backend, preset.size, limits), **given}, limits)
+    given = {name: getattr(args, name) for name in knobs() if getattr(args, name, None) is not None}
+    given.update(blend_settings(given.pop("prompt", None), args.prompt_weights))
+    pictures = {"mask": args.mask, "style_image": args.style_image}
+    job = check_request(args.input, {**model_defaults(preset.backend, preset.size, limits), **given}, limits, **pictures)
     config = job.config.as_preview() if args.preview else job.config
     for note in job.notes:
         print(f"stylizer: note: {note}", file=sys.stderr)
@@ -123,9 +137,8 @@ def _stylize(args: argparse.Namespace) -> int:
             bar.set_description("stylizing", refresh=False)
             bar.update(1)
 
-        for frame in stylize(
-            models, job.image, config, on_step=guided_step, optimize=args.optimize, on_invert=lambda done, total: bar.update(1)
-        ):
+        hooks = dict(on_step=guided_step, on_invert=lambda done, total: bar.update(1))
+        for frame in stylize(models, job.image, config, optimize=args.optimize, mask=job.mask, style_image=job.style_image, **hooks):
             frames.append(frame)
     seconds = time.perf_counter() - started
     result = frames[-1]
@@ -137,7 +150,7 @@ def _stylize(args: argparse.Namespace) -> int:
             "output": str(output),
             "model": models.name,
             "device": str(models.device),
-            "settings": {**config.to_dict(), "clip": models.clip.name},
+            "settings": {**config.to_dict(), "clip": models.clip.name, **job.pictures_used()},
             "losses": result.losses,
             "seconds": round(seconds, 3),
         }
@@ -172,6 +185,23 @@ def _download(argv: Sequence[str]) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def blend_settings(prompts: list[str] | None, weights: str | None) -> dict[str, Any]:
+    """Repeated ``-p`` and ``--prompt-weights`` as the settings ``prompt``, ``prompt_2``, ... and ``weight_1``, ..."""
+    prompts = prompts or []
+    if len(prompts) > len(PROMPT_FIELDS):
+        raise ConfigError(f"-p was given {len(prompts)} times; at most {len(PROMPT_FIELDS)} styles blend")
+    settings: dict[str, Any] = dict(zip(PROMPT_FIELDS, prompts))
+    if weights is not None:
+        try:
+            values = [float(w) for w in weights.split(",")]
+        except ValueError:
+            raise ConfigError(f"--prompt-weights {weights!r}: give numbers separated by commas, e.g. 0.7,0.3") from None
+        if len(values) != max(len(prompts), 1):
+            raise ConfigError(f"--prompt-weights has {len(values)} weights for {len(prompts)} prompts: give one per -p")
+        settings.update(zip(WEIGHT_FIELDS, values))
+    return settings
 
 
 def _writable_path(text: str, suffixes: tuple[str, ...], what: str) -> Path:

@@ -26,7 +26,14 @@ START_MODES = ("noise", "invert")
 GUIDANCE_MODES = ("full", "fast")
 # Only a guard against abusive payloads: longer texts are accepted and cut to CLIP's context with a note.
 MAX_PROMPT_CHARS = 20_000
-MAIN, ADVANCED = "main", "advanced"
+# The page's sections, in page order: the prompt and loss weights, blended styles, the style picture,
+# the region to restyle, and the rest.
+MAIN, STYLES, STYLE_PICTURE, REGION, ADVANCED = "main", "styles", "style picture", "region", "advanced"
+# The prompts that blend, and their weights (repeated -p and --prompt-weights on the command line).
+PROMPT_FIELDS = ("prompt", "prompt_2", "prompt_3", "prompt_4")
+WEIGHT_FIELDS = ("weight_1", "weight_2", "weight_3", "weight_4")
+# A mask's feather when ``mask_feather`` is automatic (-1): this fraction of the output's long side.
+AUTO_FEATHER_FRACTION = 0.02
 # A live preview's default working size (long side, px) by backend, unless STYLIZER_PREVIEW_SIZE says otherwise.
 PREVIEW_SIZES = {"latent": 256, "pixel": 128}
 PREVIEW_SIZE_ENV, PREVIEW_STEPS_ENV = "STYLIZER_PREVIEW_SIZE", "STYLIZER_PREVIEW_STEPS"
@@ -44,9 +51,12 @@ class Knob:
         choices: the allowed values of a text setting chosen from a list (a radio on the page).
         flag: the command-line option (default: ``--`` and the name with dashes).
         short: a one-letter command-line alias, e.g. ``-p``.
-        required: the command line insists on it.
+        required: the command line insists on it, and text must not be empty.
+        may_be_empty: text that may be left empty (an unused extra prompt).
+        cli: an option of its own on the command line (else another option sets it: repeated
+            ``-p`` the extra prompts, ``--prompt-weights`` their weights).
         step: the slider's step; a number without one is a plain number box (the seed).
-        group: :data:`MAIN` (always shown) or :data:`ADVANCED` (in the *Advanced* section).
+        group: the page section: :data:`MAIN`, :data:`STYLES`, :data:`STYLE_PICTURE`, :data:`REGION` or :data:`ADVANCED`.
         info: a hint under the page's control.
         placeholder: grey example text in an empty text box.
         api: on the page and a parameter of the ``/stylize`` API (every knob is on the command line).
@@ -63,6 +73,8 @@ class Knob:
     flag: str | None = None
     short: str | None = None
     required: bool = False
+    may_be_empty: bool = False
+    cli: bool = True
     step: float | None = None
     group: str = ADVANCED
     info: str | None = None
@@ -145,10 +157,9 @@ class StyleConfig:
 
     prompt: str = _knob(
         "",
-        "the style, e.g. 'drawing with black ink'",
+        "the style, e.g. 'drawing with black ink' (repeat -p to blend up to four; optional with a style picture)",
         "Style prompt",
         short="-p",
-        required=True,
         group=MAIN,
         placeholder="drawing with black ink",
     )
@@ -228,16 +239,68 @@ class StyleConfig:
     preview_steps: int = _knob(
         12, "DDIM steps of a live preview over the full schedule", "Live preview steps", low=1, high=1000, limit="max_steps", step=1
     )
-
-    def validated(self, limits: Limits | None = None) -> StyleConfig:
+    prompt_2: str = _knob("", "a second style to blend in (repeat -p)", "Style 2", group=STYLES, may_be_empty=True, cli=False)
+    prompt_3: str = _knob("", "a third style to blend in (repeat -p)", "Style 3", group=STYLES, may_be_empty=True, cli=False)
+    prompt_4: str = _knob("", "a fourth style to blend in (repeat -p)", "Style 4", group=STYLES, may_be_empty=True, cli=False)
+    weight_1: float = _knob(
+        1.0, "weight of the style prompt in a blend", "Weight of the style prompt", low=0, high=10, step=0.05, group=STYLES, cli=False
+    )
+    weight_2: float = _knob(1.0, "weight of style 2 in a blend", "Weight of style 2", low=0, high=10, step=0.05, group=STYLES, cli=False)
+    weight_3: float = _knob(1.0, "weight of style 3 in a blend", "Weight of style 3", low=0, high=10, step=0.05, group=STYLES, cli=False)
+    weight_4: float = _knob(1.0, "weight of style 4 in a blend", "Weight of style 4", low=0, high=10, step=0.05, group=STYLES, cli=False)
+    style_image_weight: float = _knob(
+        0.5,
+        "with both a prompt and a style picture: how much the picture's direction counts (0: the text only, 1: the picture only)",
+        "Picture against text",
+        low=0,
+        high=1,
+        step=0.05,
+        group=STYLE_PICTURE,
+    )
+    keep_colors: bool = _knob(
+        False, "keep the input's colours: the result's luminance with the input's chroma", "Keep the colours", group=MAIN
+    )
+    invert_mask: bool = _knob(False, "restyle outside the mask instead of inside", "Invert the mask", group=REGION)
+    mask_feather: int = _knob(
+        -1,
+        "soft edge of the mask in px (-1: 2 % of the long side)",
+        "Mask feather (px; -1: automatic)",
+        low=-1,
+        high=512,
+        step=1,
+        group=REGION,
+    )
+    def validated(self, limits: Limits | None = None, *, style_image: bool = False) -> StyleConfig:
         """Return a normalised copy, or raise :class:`ConfigError` naming the bad setting.
 
         Args:
             limits: server caps; the defaults of :class:`Limits` when omitted.
+            style_image: a style picture comes with the job, so the prompt may be empty.
         """
         limits = limits or Limits()
-        values = {f.name: _check_field(f, getattr(self, f.name), limits) for f in dataclasses.fields(self)}
-        return StyleConfig(**values)
+        values = {}
+        for f in dataclasses.fields(self):
+            may_be_empty = f.metadata["knob"].may_be_empty or (f.name == "prompt" and style_image)
+            values[f.name] = _check_field(f, getattr(self, f.name), limits, may_be_empty)
+        config = StyleConfig(**values)
+        given = [weight for text, weight in config._prompts() if text]
+        if given and sum(given) == 0:
+            raise ConfigError("the style weights are all 0: give at least one style a weight above 0")
+        return config
+
+    @property
+    def styles(self) -> list[tuple[str, float]]:
+        """The prompts that take part, with their weights normalised to sum 1 (prompts of weight 0 left out)."""
+        chosen = [(text, weight) for text, weight in self._prompts() if text and weight > 0]
+        total = sum(weight for _, weight in chosen)
+        return [(text, weight / total) for text, weight in chosen]
+
+    def _prompts(self) -> list[tuple[str, float]]:
+        return [(getattr(self, text), getattr(self, weight)) for text, weight in zip(PROMPT_FIELDS, WEIGHT_FIELDS, strict=True)]
+
+    def feather_px(self, long_side: int) -> int:
+        """The mask's soft edge in px for an output whose long side is ``long_side`` (resolving -1, automatic)."""
+        return max(1, round(AUTO_FEATHER_FRACTION * long_side)) if self.mask_feather < 0 else self.mask_feather
 
     def as_preview(self) -> StyleConfig:
         """These settings as a live preview: at ``preview_size`` with ``preview_steps``, one frame at the end."""
@@ -334,13 +397,17 @@ def field_range(name: str, limits: Limits | None = None) -> tuple[float | None, 
     return knob.low, high
 
 
-def _check_field(f: dataclasses.Field, value: Any, limits: Limits) -> Any:
+def _check_field(f: dataclasses.Field, value: Any, limits: Limits, may_be_empty: bool) -> Any:
     knob: Knob = f.metadata["knob"]
+    if isinstance(f.default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{f.name} must be true or false, got {value!r}")
+        return value
     if isinstance(f.default, str):
         if not isinstance(value, str):
             raise ConfigError(f"{f.name} must be text, got {type(value).__name__}")
         if knob.choices is None:
-            return _check_text(f.name, value)
+            return _check_text(f.name, value, may_be_empty)
         if value not in knob.choices:
             raise ConfigError(f"{f.name} must be one of {', '.join(knob.choices)}, got {value!r}")
         return value
@@ -360,12 +427,13 @@ def _check_field(f: dataclasses.Field, value: Any, limits: Limits) -> Any:
     return value
 
 
-def _check_text(name: str, text: str) -> str:
+def _check_text(name: str, text: str, may_be_empty: bool) -> str:
     # Control characters are invisible in the UI and meaningless to CLIP's tokenizer.
     cleaned = "".join(" " if unicodedata.category(c).startswith("C") else c for c in text)
     cleaned = " ".join(cleaned.split())
-    if not cleaned:
-        raise ConfigError(f"{name} is empty: describe the style in a few words, e.g. 'drawing with black ink'")
+    if not cleaned and not may_be_empty:
+        hint = ", or give a style picture" if name == "prompt" else ""
+        raise ConfigError(f"{name} is empty: describe the style in a few words, e.g. 'drawing with black ink'{hint}")
     if len(cleaned) > MAX_PROMPT_CHARS:
         raise ConfigError(f"{name} is {len(cleaned):,} characters long; the limit is {MAX_PROMPT_CHARS:,}")
     return cleaned

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,8 +53,23 @@ def load_image(source: ImageSource, limits: Limits | None = None) -> LoadedImage
         InputError: with a message that says what is wrong with the file.
     """
     limits = limits or Limits.from_env()
-    if isinstance(source, Image.Image):
-        return _normalise(source, limits)
+    img = source if isinstance(source, Image.Image) else _open(source, limits)
+    return _normalise(img, limits, _to_rgb)
+
+
+def load_mask(source: ImageSource, limits: Limits | None = None) -> LoadedImage:
+    """Decode a mask through the same checks as :func:`load_image`: 8-bit greyscale, white = selected.
+
+    A mask with transparency is its alpha channel (strokes painted on a transparent layer);
+    any other is its luminance.
+    """
+    limits = limits or Limits.from_env()
+    img = source if isinstance(source, Image.Image) else _open(source, limits)
+    return _normalise(img, limits, _to_mask)
+
+
+def _open(source: str | os.PathLike | bytes, limits: Limits) -> Image.Image:
+    """The file's image, opened lazily (nothing decoded yet), or the reason it cannot be."""
     data = _read_bytes(source, limits)
     try:
         img = Image.open(io.BytesIO(data))
@@ -66,7 +81,7 @@ def load_image(source: ImageSource, limits: Limits | None = None) -> LoadedImage
         raise InputError(f"the image claims more pixels than the limit of {limits.max_pixels:,}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"the image file is truncated or corrupt ({exc})") from None
-    return _normalise(img, limits)
+    return img
 
 
 def _read_bytes(source: ImageSource, limits: Limits) -> bytes:
@@ -87,7 +102,7 @@ def _read_bytes(source: ImageSource, limits: Limits) -> bytes:
     return data
 
 
-def _normalise(img: Image.Image, limits: Limits) -> LoadedImage:
+def _normalise(img: Image.Image, limits: Limits, convert: Callable[[Image.Image, list[str]], Image.Image]) -> LoadedImage:
     notes: list[str] = []
     width, height = img.size
     # Checked on the header, before any pixel is decoded: this is what stops decompression bombs.
@@ -103,12 +118,28 @@ def _normalise(img: Image.Image, limits: Limits) -> LoadedImage:
     try:
         img.load()
         img = ImageOps.exif_transpose(img)
-        rgb = _to_rgb(img, notes)
+        converted = convert(img, notes)
     except Image.DecompressionBombError:
         raise InputError(f"the image claims more pixels than the limit of {limits.max_pixels:,}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"the image file is truncated or corrupt ({exc})") from None
-    return LoadedImage(rgb, notes)
+    return LoadedImage(converted, notes)
+
+
+def _to_mask(img: Image.Image, notes: list[str]) -> Image.Image:
+    """Any PIL mode to an 8-bit mask: the alpha channel where it holds transparency, else the luminance."""
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        alpha = img.getchannel("A")
+        if alpha.getextrema()[0] < 255:
+            return alpha
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return _high_depth_to_l(img)
+    try:
+        return img.convert("L")
+    except ValueError:
+        raise InputError(f"images in colour mode {img.mode!r} are not supported; save it as RGB PNG or JPEG") from None
 
 
 def _to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:

@@ -1,19 +1,24 @@
-"""One gate for every request: the image, the settings and the prompt, checked the same way for CLI, API and UI."""
+"""One gate for every request: the pictures, the settings and the prompt, checked the same way for CLI, API and UI."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import open_clip
 from PIL import Image
 
-from .config import Limits, StyleConfig
+from .config import PROMPT_FIELDS, Limits, StyleConfig
 from .encoders import CLIP_CONTEXT_TOKENS, TEXT_TEMPLATES
 from .errors import InputError
-from .images import ImageSource, load_image
+from .images import ImageSource, load_image, load_mask
+from .mask import check_mask
+
+# The optional pictures a request may carry beside its settings (the API's parameters of these names).
+PICTURE_INPUTS = ("mask", "style_image")
 
 
 @dataclass
@@ -24,33 +29,72 @@ class CheckedRequest:
         image: the decoded RGB picture.
         config: validated settings.
         notes: things the user should be told (first frame of an animation used, prompt truncated, ...).
+        mask: the region to restyle, as loaded (greyscale; it fits the picture), or None.
+        style_image: the style picture (RGB), or None.
     """
 
     image: Image.Image
     config: StyleConfig
     notes: list[str] = field(default_factory=list)
+    mask: Image.Image | None = None
+    style_image: Image.Image | None = None
+
+    def pictures_used(self) -> dict[str, str]:
+        """For the settings record: which of ``mask`` and ``style_image`` came with the job, by a hash of their pixels.
+
+        A picture cannot travel in a settings link; its hash tells whether a rerun uses the same one.
+        """
+        used = {"mask": self.mask, "style_image": self.style_image}
+        return {
+            name: "sha256:" + hashlib.sha256(picture.tobytes()).hexdigest()[:16] for name, picture in used.items() if picture is not None
+        }
 
 
-def check_request(image: ImageSource | None, settings: Mapping[str, Any], limits: Limits) -> CheckedRequest:
-    """Validate settings, then decode the image; raise a :class:`StylizerError` with a user message otherwise.
+def check_request(
+    image: ImageSource | None,
+    settings: Mapping[str, Any],
+    limits: Limits,
+    *,
+    mask: ImageSource | None = None,
+    style_image: ImageSource | None = None,
+) -> CheckedRequest:
+    """Validate settings, then decode the pictures; raise a :class:`StylizerError` with a user message otherwise.
 
     Args:
         image: a path, encoded bytes, a PIL image, or ``None`` (an error).
         settings: :class:`StyleConfig` fields; missing ones take their defaults.
         limits: server caps.
+        mask: the region to restyle (white), through the same checks as the image, or None.
+        style_image: a style picture, through the same checks, or None.
     """
     if image is None:
         raise InputError("no image: upload, paste or take a picture first")
-    config = StyleConfig.from_dict(settings).validated(limits)
+    config = StyleConfig.from_dict(settings).validated(limits, style_image=style_image is not None)
     loaded = load_image(image, limits)
-    return CheckedRequest(loaded.image, config, loaded.notes + prompt_notes(config))
+    notes = loaded.notes + prompt_notes(config)
+    checked_mask = None
+    if mask is not None:
+        checked_mask = named_picture("mask", lambda: load_mask(mask, limits).image)
+        check_mask(checked_mask, loaded.image, config.invert_mask)
+    style = None if style_image is None else named_picture("style picture", lambda: load_image(style_image, limits).image)
+    return CheckedRequest(loaded.image, config, notes, checked_mask, style)
+
+
+def named_picture(what: str, load: Callable[[], Image.Image]) -> Image.Image:
+    """``load()``, its messages saying which picture they are about."""
+    try:
+        return load()
+    except InputError as exc:
+        raise InputError(f"the {what}: {exc}") from None
 
 
 def prompt_notes(config: StyleConfig) -> list[str]:
     """A note for each text too long for CLIP's context (it is truncated, not rejected)."""
     notes = []
-    for name in ("prompt", "reference"):
+    for name in (*PROMPT_FIELDS, "reference"):
         text = getattr(config, name)
+        if not text:
+            continue
         tokens = len(_tokenizer().encode(text)) + _template_overhead()
         if tokens > CLIP_CONTEXT_TOKENS:
             notes.append(

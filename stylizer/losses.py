@@ -53,7 +53,13 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
 
 
 def random_perspective_crops(
-    image: torch.Tensor, n: int, crop: int, out: int, distortion: float, generator: torch.Generator
+    image: torch.Tensor,
+    n: int,
+    crop: int,
+    out: int,
+    distortion: float,
+    generator: torch.Generator,
+    where: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cut ``n`` random square crops, each with a random perspective warp, in one ``grid_sample``.
 
@@ -68,12 +74,14 @@ def random_perspective_crops(
         out: output side in px (the CLIP input size).
         distortion: 0 gives plain crops; 1 moves corners up to half the window.
         generator: CPU generator drawing the crop positions and warps.
+        where: (H, W) non-negative weights on the CPU: crops are centred on pixels drawn in
+            proportion to them (a mask: only where it is on); None: anywhere, uniformly.
     """
     _, _, height, width = image.shape
     crop = min(crop, height, width)
     # Work in grid_sample's normalised coordinates, where the image spans [-1, 1].
     size = torch.tensor([2.0 * crop / width, 2.0 * crop / height])
-    origin = -1 + torch.rand(n, 2, generator=generator) * (2 - size)
+    origin = -1 + torch.rand(n, 2, generator=generator) * (2 - size) if where is None else _origins_in(where, n, size, generator)
     unit = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
     inward = torch.tensor([[1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]])
     jitter = torch.rand(n, 4, 2, generator=generator) * distortion * size / 2
@@ -89,6 +97,14 @@ def random_perspective_crops(
     mapped = plane @ homography.transpose(1, 2)
     grid = (mapped[..., :2] / mapped[..., 2:]).reshape(n, out, out, 2)
     return F.grid_sample(image.expand(n, -1, -1, -1), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def _origins_in(where: torch.Tensor, n: int, size: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Top-left corners (N, 2), in normalised (x, y), of windows of ``size`` centred on pixels drawn by ``where``."""
+    height, width = where.shape
+    pixels = torch.multinomial(where.flatten().float(), n, replacement=True, generator=generator)
+    centre = torch.stack([(pixels % width + 0.5) / width, (pixels // width + 0.5) / height], dim=1) * 2 - 1
+    return torch.minimum(torch.maximum(centre - size / 2, torch.tensor(-1.0)), 1 - size)
 
 
 def _square_to_quad(corners: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from . import losses
 from .config import StyleConfig
@@ -18,6 +19,9 @@ from .encoders import ClipEncoder, VggEncoder
 from .optimization import EAGER, Optimizations
 
 TERMS = ("dir", "patch", "content", "tv")
+DIRECTIONAL = ("dir", "patch")
+# A direction shorter than this is none (a style picture equal to the input).
+DIRECTION_EPS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,33 @@ def source_features(clip: ClipEncoder, vgg: VggEncoder, source: torch.Tensor, op
         return SourceFeatures(clip.encode_images(source, uncompiled), tuple(uncompiled.network(vgg)(source)))
 
 
+def style_direction(clip: ClipEncoder, config: StyleConfig, source_embed: torch.Tensor, style_embed: torch.Tensor | None) -> torch.Tensor:
+    """ΔT, the unit direction the picture's embedding should move along.
+
+    * Text: from the reference to the prompt, averaged over prompt templates (CLIPstyler);
+      several prompts blend as the weighted mean of their unit directions, normalised.
+    * A style picture: from the input's embedding to the style picture's, the image-to-image
+      direction of StyleGAN-NADA's image targets and DiffuseIT's image-guided mode.
+    * Both: ``(1 − λ)·ΔT_text + λ·ΔT_picture``, normalised, with λ = ``style_image_weight``.
+
+    A style picture identical to the input gives the zero vector (never NaN).
+    """
+    styles = config.styles
+    text = None
+    if len(styles) == 1:
+        text = clip.text_direction(styles[0][0], config.reference)
+    elif styles:
+        text = F.normalize(sum(weight * clip.text_direction(prompt, config.reference) for prompt, weight in styles), dim=-1)
+    if style_embed is None:
+        assert text is not None, "a job needs a prompt or a style picture"
+        return text
+    picture = F.normalize((style_embed - source_embed).flatten(), dim=-1)
+    if text is None:
+        return picture
+    blend = config.style_image_weight
+    return F.normalize((1 - blend) * text + blend * picture, dim=-1)
+
+
 class StyleObjective:
     """L = λ_dir·L_dir + λ_patch·L_patch + λ_c·L_content + λ_tv·L_tv for one job.
 
@@ -61,6 +92,10 @@ class StyleObjective:
         config: validated job settings (weights, patch settings, seed).
         features: the source's CLIP embedding and VGG features when already known (see
             :mod:`stylizer.prepared`); computed from ``source`` otherwise.
+        region: (1, 1, H, W) weights in [0, 1]: the losses then see ``region``·image +
+            (1 − ``region``)·source, and the patch crops are centred where it is on (see :mod:`stylizer.mask`).
+        style_embed: (1, D) CLIP embedding of a style picture, whose direction from the source
+            joins (or, without a prompt, replaces) the text's (see :func:`style_direction`).
         optimizations: how the networks run inside the guided step (see :mod:`stylizer.optimization`). The
             source's features and the frames' loss readings use the same precision and layout,
             so that an unchanged image has (near) zero content loss, but never compile: a call
@@ -76,10 +111,16 @@ class StyleObjective:
         config: StyleConfig,
         optimizations: Optimizations = EAGER,
         features: SourceFeatures | None = None,
+        *,
+        region: torch.Tensor | None = None,
+        style_embed: torch.Tensor | None = None,
     ) -> None:
         self.clip = clip
         self.vgg = vgg
         self.config = config
+        self.source = source
+        self.region = region
+        self.crop_where = None if region is None else region[0, 0].detach().float().cpu()
         self.optimizations = optimizations
         self.uncompiled = dataclasses.replace(optimizations, compile=False)
         self.weights = config.weights
@@ -87,12 +128,19 @@ class StyleObjective:
         features = features or source_features(clip, vgg, source, optimizations)
         self.source_embed, self.source_features = features.embed, list(features.vgg)
         with torch.no_grad():
-            self.delta_text = clip.text_direction(config.prompt, config.reference)
+            self.delta_text = style_direction(clip, config, self.source_embed, style_embed)
+        # A style picture identical to the input points nowhere: the directional terms then have nothing to say.
+        self.has_direction = bool(self.delta_text.norm() > DIRECTION_EPS)
 
     @property
     def active(self) -> tuple[str, ...]:
-        """Terms with a non-zero weight (the only ones that are computed while guiding)."""
-        return tuple(t for t in TERMS if self.weights[t] > 0 and (t != "patch" or self.config.n_patches > 0))
+        """Terms with a non-zero weight that can guide (the only ones computed while guiding)."""
+        return tuple(t for t in TERMS if self.weights[t] > 0 and self._can_guide(t))
+
+    def _can_guide(self, term: str) -> bool:
+        if term in DIRECTIONAL and not self.has_direction:
+            return False
+        return term != "patch" or self.config.n_patches > 0
 
     def terms(
         self, image: torch.Tensor, names: tuple[str, ...] = TERMS, optimizations: Optimizations | None = None
@@ -104,11 +152,13 @@ class StyleObjective:
         """
         cfg = self.config
         optimizations = optimizations or self.optimizations
+        if self.region is not None:
+            image = self.region * image + (1 - self.region) * self.source
         out: dict[str, torch.Tensor] = {}
         crops = None
         if "patch" in names and cfg.n_patches > 0:
             crops = losses.random_perspective_crops(
-                image, cfg.n_patches, cfg.patch_size, self.clip.image_size, cfg.distortion, self.crop_generator
+                image, cfg.n_patches, cfg.patch_size, self.clip.image_size, cfg.distortion, self.crop_generator, self.crop_where
             )
         image_embed, crop_embeds = self._embed(image if "dir" in names else None, crops, optimizations)
         if image_embed is not None:

@@ -44,6 +44,28 @@ ENTRIES_ENV = "STYLIZER_CACHE_ENTRIES"
 INVERSIONS_PER_PICTURE = 4
 
 
+@dataclass(frozen=True)
+class Inversion:
+    """A DDIM inversion of a picture.
+
+    Attributes:
+        trajectory: the picture at each of the job's timesteps, first (the start point) to
+            last; only the start is kept unless a job asked for all (a mask blends with them).
+    """
+
+    trajectory: tuple[torch.Tensor, ...]
+
+    @property
+    def start(self) -> torch.Tensor:
+        """Where the guided loop starts: the picture inverted to the first timestep."""
+        return self.trajectory[0]
+
+    @property
+    def complete(self) -> bool:
+        """It holds every timestep, not only the start."""
+        return len(self.trajectory) > 1
+
+
 @dataclass
 class PreparedPicture:
     """One picture at one working size, prepared for one model set.
@@ -51,14 +73,14 @@ class PreparedPicture:
     Attributes:
         clean: the encoded picture (what the UNet denoises at t = 0).
         features: its CLIP embedding and VGG16 features.
-        inversions: DDIM-inverted start points, by :func:`inversion_key`.
+        inversions: its DDIM inversions, by :func:`inversion_key`.
     """
 
     clean: torch.Tensor
     features: SourceFeatures
-    inversions: OrderedDict[tuple, torch.Tensor] = field(default_factory=OrderedDict)
+    inversions: OrderedDict[tuple, Inversion] = field(default_factory=OrderedDict)
 
-    def add_inversion(self, key: tuple, start: torch.Tensor) -> None:
+    def add_inversion(self, key: tuple, start: Inversion) -> None:
         """Keep an inversion, dropping the least recently used beyond :data:`INVERSIONS_PER_PICTURE`."""
         self.inversions[key] = start
         self.inversions.move_to_end(key)
@@ -138,7 +160,7 @@ class Prepared:
         timesteps: the descending timesteps the job runs (the last ``strength`` of the schedule).
         clean: the encoded picture.
         features: the picture's CLIP embedding and VGG16 features.
-        start: the DDIM-inverted start point (start ``invert``), else None.
+        inversion: the DDIM inversion (start ``invert``), else None; with every timestep when asked for.
         reused: the start came from a cache (the inversion for ``invert``, the encoding for ``noise``).
     """
 
@@ -150,8 +172,13 @@ class Prepared:
     timesteps: torch.Tensor
     clean: torch.Tensor
     features: SourceFeatures
-    start: torch.Tensor | None
+    inversion: Inversion | None
     reused: bool
+
+    @property
+    def start(self) -> torch.Tensor | None:
+        """The inverted start point, if the job starts from one."""
+        return None if self.inversion is None else self.inversion.start
 
 
 def picture_key(models: Models, source: torch.Tensor, optimizations: Optimizations) -> tuple:
@@ -187,6 +214,7 @@ def prepare_picture(
     optimize: bool | Optimizations | None = None,
     cache: PreparedCache | None = None,
     on_invert: Callable[[int, int], None] | None = None,
+    trajectory: bool = False,
 ) -> Prepared:
     """Everything a job needs before its first guided step, reusing what ``cache`` holds.
 
@@ -201,6 +229,7 @@ def prepare_picture(
         optimize: the optimisation switch, as :func:`stylizer.sampler.stylize` takes it.
         cache: where prepared pictures are kept between jobs (None: compute everything).
         on_invert: called as ``on_invert(done, total)`` after every inversion step; it may raise to abort.
+        trajectory: keep the inversion at every timestep (a masked job blends with it), not only its start.
     """
     backend, device = models.backend, models.device
     optimizations = optimization.resolve(device, optimize)
@@ -222,12 +251,12 @@ def prepare_picture(
             if cache is not None:
                 entry = PreparedPicture(cache.stored(entry.clean), features.to(cache.storage))
                 cache.put(key, entry)
-        start = None
+        inversion = None
         if config.start == "invert":
-            start, reused = _inverted(models, entry, config, optimizations, scheduler, timesteps, cache, on_invert)
+            inversion, reused = _inverted(models, entry, config, optimizations, (scheduler, timesteps), cache, on_invert, trajectory)
     out = output_size(*image.size, config.size)
     features = entry.features.to(device)
-    return Prepared(source, work, out, optimizations, scheduler, timesteps, entry.clean.to(device), features, start, reused)
+    return Prepared(source, work, out, optimizations, scheduler, timesteps, entry.clean.to(device), features, inversion, reused)
 
 
 def _inverted(
@@ -235,27 +264,30 @@ def _inverted(
     entry: PreparedPicture,
     config: StyleConfig,
     optimizations: Optimizations,
-    scheduler: DDIMScheduler,
-    timesteps: torch.Tensor,
+    schedule: tuple[DDIMScheduler, torch.Tensor],
     cache: PreparedCache | None,
     on_invert: Callable[[int, int], None] | None,
-) -> tuple[torch.Tensor, bool]:
-    """The start point of ``entry``'s picture for this schedule, from the cache or inverted now; and whether it was cached."""
-    backend = models.backend
+    trajectory: bool,
+) -> tuple[Inversion, bool]:
+    """``entry``'s picture inverted for this schedule, from the cache or now, on the job's device; and whether it was cached."""
+    backend, device = models.backend, models.device
     key = inversion_key(models, config, optimizations)
-    start = entry.inversions.get(key)
+    cached = entry.inversions.get(key)
+    usable = cached is not None and (cached.complete or not trajectory)
     if cache is not None:
-        cache.stats["inversion_hit" if start is not None else "inversion_miss"] += 1
-    if start is not None:
+        cache.stats["inversion_hit" if usable else "inversion_miss"] += 1
+    if usable:
         entry.inversions.move_to_end(key)
-        return start.to(models.device), True
+        return Inversion(tuple(x.to(device) for x in cached.trajectory)), True
     condition = backend.inversion_condition(config.reference)
-    start = ddim_invert(
-        lambda x, t: backend.eps(x, t, condition, optimizations), entry.clean.to(models.device), timesteps, scheduler, on_invert
-    )
+    scheduler, timesteps = schedule
+    steps: list[torch.Tensor] = []
+    eps = lambda x, t: backend.eps(x, t, condition, optimizations)  # noqa: E731
+    ddim_invert(eps, entry.clean.to(device), timesteps, scheduler, on_invert, steps)
+    inversion = Inversion(tuple(reversed(steps)) if trajectory else (steps[-1],))
     if cache is not None:
-        entry.add_inversion(key, cache.stored(start))
-    return start, False
+        entry.add_inversion(key, Inversion(tuple(cache.stored(x) for x in inversion.trajectory)))
+    return inversion, False
 
 
 def ddim_invert(
@@ -264,6 +296,7 @@ def ddim_invert(
     timesteps: torch.Tensor,
     scheduler: DDIMScheduler,
     on_step: Callable[[int, int], None] | None = None,
+    record: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Deterministic DDIM inversion: run the eta=0 update backwards from ``clean`` to ``timesteps[0]``.
 
@@ -276,6 +309,7 @@ def ddim_invert(
         timesteps: the descending timesteps the sampler will run.
         scheduler: a scheduler after ``set_timesteps``.
         on_step: called as ``on_step(done, total)`` after every inversion step.
+        record: when given, each step's result is appended (x at ``timesteps[-1]`` first).
     """
     stride = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
     x = clean
@@ -288,6 +322,8 @@ def ddim_invert(
         eps = eps_fn(x, t)
         pred_clean = (x - (1 - alpha_cur).sqrt() * eps) / alpha_cur.sqrt()
         x = alpha_next.sqrt() * pred_clean + (1 - alpha_next).sqrt() * eps
+        if record is not None:
+            record.append(x)
         if on_step is not None:
             on_step(done, len(timesteps))
     return x

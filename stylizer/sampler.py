@@ -21,11 +21,14 @@ from PIL import Image
 
 from .backends import Condition, DiffusionBackend
 from .config import StyleConfig
-from .images import to_pil
+from .errors import ConfigError
+from .finish import Finish
+from .images import to_pil, to_tensor
 from .loading import Models
-from .objective import StyleObjective
+from .mask import as_tensor, at_latent, check_mask, feathered
+from .objective import StyleObjective, source_features
 from .optimization import EAGER, Optimizations
-from .prepared import PreparedCache, prepare_picture
+from .prepared import Prepared, PreparedCache, prepare_picture
 
 # Guidance gradients of mean-type losses shrink with the pixel count; rescaling to this
 # reference area keeps a slider's meaning the same at every resolution.
@@ -61,6 +64,8 @@ def stylize(
     on_invert: Callable[[int, int], None] | None = None,
     cache: PreparedCache | None = None,
     on_prepared: Callable[[bool], None] | None = None,
+    mask: Image.Image | None = None,
+    style_image: Image.Image | None = None,
 ) -> Iterator[Frame]:
     """Restyle ``image`` according to ``config``, yielding preview frames and then the result.
 
@@ -81,22 +86,41 @@ def stylize(
         cache: keeps what depends on the picture alone (its encoding, features and inversion)
             for later jobs on the same picture; see :class:`stylizer.prepared.PreparedCache`.
         on_prepared: called once the start point is ready, with True when it came from ``cache``.
+        mask: restyle only where this greyscale picture is white (see :mod:`stylizer.mask`);
+            ``config.invert_mask`` and ``config.mask_feather`` apply.
+        style_image: take the style (also) from this picture (see :func:`stylizer.objective.style_direction`).
+
+    Raises:
+        ConfigError: neither a prompt nor a style picture; InputError: a mask that does not fit.
     """
+    if not config.styles and style_image is None:
+        raise ConfigError("prompt is empty: describe the style in a few words, or give a style picture")
+    region = None if mask is None else check_mask(mask, image, config.invert_mask)
     backend, device = models.backend, models.device
-    prepared = prepare_picture(models, image, config, optimize=optimize, cache=cache, on_invert=on_invert)
+    prepared = prepare_picture(models, image, config, optimize=optimize, cache=cache, on_invert=on_invert, trajectory=region is not None)
     if on_prepared is not None:
         on_prepared(prepared.reused)
     optimizations, scheduler, timesteps, work = prepared.optimizations, prepared.scheduler, prepared.timesteps, prepared.work
     total = len(timesteps)
     source01 = (prepared.source + 1) / 2
-    objective = StyleObjective(models.clip, models.vgg, source01, config, optimizations, prepared.features)
-    cond = backend.condition(config.prompt, config.cfg_scale)
-    if prepared.start is not None:
-        sample = prepared.start
-    else:
-        generator = torch.Generator(device=device).manual_seed(config.seed)
-        noise = torch.randn(prepared.clean.shape, generator=generator, device=device, dtype=prepared.clean.dtype)
-        sample = scheduler.add_noise(prepared.clean, noise, timesteps[:1])
+    out_source = image.resize(prepared.out, Image.Resampling.LANCZOS)
+    weights = None if region is None else feathered(region, prepared.out, config.feather_px(max(prepared.out)))
+    finish = Finish(out_source, config.keep_colors, weights)
+    weights_work = None if weights is None else as_tensor(weights, work, device)
+    objective = StyleObjective(
+        models.clip,
+        models.vgg,
+        source01,
+        config,
+        optimizations,
+        prepared.features,
+        region=weights_work,
+        style_embed=None if style_image is None else _style_embedding(models, style_image, work, optimizations),
+    )
+    cond = backend.condition(config.styles, config.cfg_scale)
+    trajectory = _source_trajectory(prepared, config.seed, keep=weights_work is not None)
+    sample = trajectory[0]
+    blend = None if weights_work is None else at_latent(weights_work, sample.shape)
 
     area_gain = backend.grad_gain * (work[0] * work[1]) / REFERENCE_AREA
     for index, t in enumerate(timesteps):
@@ -116,17 +140,45 @@ def stylize(
             optimizations=optimizations,
         )
         sample = scheduler.step(eps, t, sample, eta=0.0).prev_sample.detach()
+        if blend is not None:
+            # Blended Latent Diffusion: outside the mask the sample follows the input's own trajectory.
+            sample = blend * sample + (1 - blend) * trajectory[index + 1]
         done = index + 1
         if on_step is not None:
             on_step(done, total)
         if done < total and (done == 1 or done % config.preview_every == 0):
             losses = {name: float(value) for name, value in terms.items()}
-            yield Frame(done, total, to_pil(backend.preview(pred_clean), prepared.out), losses)
+            yield Frame(done, total, finish(to_pil(backend.preview(pred_clean), prepared.out)), losses)
 
     with torch.no_grad():
         result = backend.decode(sample).clamp(-1, 1)
-        final_terms = objective.measure((result + 1) / 2)
-    yield Frame(total, total, to_pil(result, prepared.out), final_terms, final=True)
+        final = finish(to_pil(result, prepared.out))
+        # The losses of what is shown: the finished picture when finishing changed it.
+        measured = (to_tensor(final, work).to(device) + 1) / 2 if finish.changes_pixels else (result + 1) / 2
+        final_terms = objective.measure(measured)
+    yield Frame(total, total, final, final_terms, final=True)
+
+
+def _source_trajectory(prepared: Prepared, seed: int, keep: bool) -> list[torch.Tensor]:
+    """Where the loop starts, then (``keep``) the input itself at each later timestep and at the end, for a mask to blend with.
+
+    From a DDIM inversion that is the inversion's own trajectory; from noise (SDEdit), the
+    input noised with the same noise to each timestep.
+    """
+    if prepared.inversion is not None:
+        return [*prepared.inversion.trajectory, prepared.clean] if keep else [prepared.inversion.start]
+    clean, timesteps, scheduler = prepared.clean, prepared.timesteps, prepared.scheduler
+    generator = torch.Generator(device=clean.device).manual_seed(seed)
+    noise = torch.randn(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
+    if not keep:
+        return [scheduler.add_noise(clean, noise, timesteps[:1])]
+    return [*(scheduler.add_noise(clean, noise, timesteps[i : i + 1]) for i in range(len(timesteps))), clean]
+
+
+def _style_embedding(models: Models, style_image: Image.Image, work: tuple[int, int], optimizations: Optimizations) -> torch.Tensor:
+    """The style picture's CLIP embedding, read exactly as the input's is (at the working size), so that the same picture gives the same embedding."""
+    style = (to_tensor(style_image.convert("RGB"), work).to(models.device) + 1) / 2
+    return source_features(models.clip, models.vgg, style, optimizations).embed
 
 
 def guided_eps(

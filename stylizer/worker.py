@@ -14,6 +14,7 @@ prepared before starts at its first guided step. Nothing here imports Gradio.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import queue
 import threading
 import time
@@ -28,7 +29,7 @@ from PIL import Image
 from .config import Limits, StyleConfig, model_defaults
 from .errors import OutOfMemoryError, StylizerError
 from .images import ImageSource
-from .inputs import CheckedRequest, check_request
+from .inputs import PICTURE_INPUTS, CheckedRequest, check_request
 from .jobs import JobResult, JobUpdate, ModelInfo
 from .loading import Models, default_devices, load_models, resolve_device
 from .memory import release_memory
@@ -179,7 +180,7 @@ class Worker:
             cancelled: polled between steps; True ends the preview (a newer one, or Stop).
         """
         request = self._check(image, settings)
-        preview = CheckedRequest(request.image, request.config.as_preview(), request.notes)
+        preview = dataclasses.replace(request, config=request.config.as_preview())
         device = self._take(Priority.PREVIEW, cancelled)
         if device is None:
             return None
@@ -204,7 +205,7 @@ class Worker:
             True once prepared (the next job on this picture starts at its first step), False if cancelled.
         """
         # The prompt plays no part in a preparation, and a picture is often uploaded before it is typed.
-        request = self._check(image, {**settings, "prompt": settings.get("prompt") or PREPARING_PROMPT})
+        request = self._check(image, {**settings, "prompt": settings.get("prompt") or PREPARING_PROMPT, "style_image": None})
         configs = [request.config.as_preview(), request.config] if previews else [request.config]
         for config in configs:
             while True:
@@ -212,7 +213,7 @@ class Worker:
                 if device is None:
                     return False
                 try:
-                    self._prepare_on(device, request.image, config, cancelled)
+                    self._prepare_on(device, request.image, config, cancelled, trajectory=request.mask is not None)
                     break
                 except Preempted:
                     continue
@@ -223,8 +224,10 @@ class Worker:
         return True
 
     def _check(self, image: ImageSource | None, settings: Mapping[str, Any]) -> CheckedRequest:
-        """The request with the model's defaults under the given settings, checked."""
-        return check_request(image, {**self.defaults, **settings}, self.limits)
+        """The request with the model's defaults under the given settings, checked; ``mask`` and ``style_image`` are pictures."""
+        fields = {name: value for name, value in settings.items() if name not in PICTURE_INPUTS}
+        pictures = {name: settings.get(name) for name in PICTURE_INPUTS}
+        return check_request(image, {**self.defaults, **fields}, self.limits, **pictures)
 
     def _take(self, priority: Priority, cancelled: Callable[[], bool]) -> str | None:
         """A device for a job of ``priority``, or None once ``cancelled()`` while waiting."""
@@ -238,7 +241,9 @@ class Worker:
         finally:
             self.pool.leave(ticket)
 
-    def _prepare_on(self, device: str, picture: Image.Image, config: StyleConfig, cancelled: Callable[[], bool]) -> None:
+    def _prepare_on(
+        self, device: str, picture: Image.Image, config: StyleConfig, cancelled: Callable[[], bool], *, trajectory: bool
+    ) -> None:
         def check(done: int, total: int) -> None:
             if cancelled():
                 raise JobCancelled()
@@ -246,7 +251,7 @@ class Worker:
                 raise Preempted()
 
         try:
-            prepare_picture(self.replicas[device], picture, config, cache=self.caches[device], on_invert=check)
+            prepare_picture(self.replicas[device], picture, config, cache=self.caches[device], on_invert=check, trajectory=trajectory)
         except JobCancelled:
             raise
         except BaseException as exc:
@@ -286,7 +291,8 @@ class Worker:
         def target() -> None:
             hooks = dict(on_step=progress(False), on_invert=progress(True), on_prepared=lambda reused: messages.put(StartReady(reused)))
             try:
-                for frame in stylize(models, picture, config, cache=self.caches[device], **hooks):
+                pictures = dict(mask=request.mask, style_image=request.style_image)
+                for frame in stylize(models, picture, config, cache=self.caches[device], **pictures, **hooks):
                     messages.put(FrameReady(frame))
             except BaseException as exc:  # handed to the consumer, which re-raises it
                 messages.put(JobFailed(exc))
@@ -311,7 +317,7 @@ class Worker:
                     last_losses = frame.losses
                     result = None
                     if frame.final and save:
-                        result = self._finish(frame, picture, config, frames, notes=request.notes, seconds=time.perf_counter() - started)
+                        result = self._finish(frame, request, frames, seconds=time.perf_counter() - started)
                     yield JobUpdate(frame.step, frame.total, frame.losses, frame.image, result)
                 elif isinstance(message, JobFailed):
                     if isinstance(message.error, JobCancelled):
@@ -324,13 +330,11 @@ class Worker:
             thread.join()
             release_memory(device)
 
-    def _finish(
-        self, frame: Frame, picture: Image.Image, config: StyleConfig, frames: list[Image.Image], *, notes: list[str], seconds: float
-    ) -> JobResult:
+    def _finish(self, frame: Frame, request: CheckedRequest, frames: list[Image.Image], *, seconds: float) -> JobResult:
         png, gif = self.outputs.save(frame.image, frames)
-        source = picture.resize(frame.image.size, Image.Resampling.LANCZOS)
-        settings = {**config.to_dict(), "model": self.info.name}
-        return JobResult(frame.image, source, png, gif, settings, frame.losses, seconds, notes)
+        source = request.image.resize(frame.image.size, Image.Resampling.LANCZOS)
+        settings = {**request.config.to_dict(), "model": self.info.name, **request.pictures_used()}
+        return JobResult(frame.image, source, png, gif, settings, frame.losses, seconds, request.notes)
 
     def _user_error(self, device: str, exc: BaseException) -> BaseException:
         """``exc`` as the user should see it; out of memory also empties the device's cache of prepared pictures."""

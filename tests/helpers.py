@@ -36,6 +36,12 @@ __all__ = [
 # CUDA's backward passes of grid_sample (the patch crops) and bilinear resizing add with
 # atomics, whose order varies: same-seed runs agree to within a few levels, not bit for bit.
 CUDA_REPEAT_TOLERANCE = {"max": 8, "mean": 0.5}
+# Masks for the 80x60 test picture that the gate refuses, with the message's words: as file bytes or pictures.
+BAD_MASKS = {
+    "corrupt": (b"\x89PNG\r\n\x1a\n broken", "the mask: the image file is truncated or corrupt"),
+    "all-black": (Image.new("L", (80, 60), 0), "the mask selects nothing"),
+    "aspect": (Image.new("L", (60, 80), 255), "the mask must have the picture's aspect ratio"),
+}
 # The commit every fake Hub snapshot is filed under.
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -45,15 +51,24 @@ def make_image(width: int = 80, height: int = 60, seed: int = 0) -> Image.Image:
     return synthetic_picture(width, height, noise=0.02, seed=seed)
 
 
-def run(models: Models, image: Image.Image, **settings) -> list[Frame]:
-    """Every frame of a short job (64 px, 10 steps at strength 0.7 unless ``settings`` say otherwise)."""
-    config = StyleConfig(**{"prompt": "drawing with black ink", "size": 64, "steps": 10, "strength": 0.7, **settings}).validated()
-    return list(stylize(models, image, config))
+def run(
+    models: Models, image: Image.Image, mask: Image.Image | None = None, style_image: Image.Image | None = None, **settings
+) -> list[Frame]:
+    """Every frame of a short job (64 px, 10 steps at strength 0.7 unless ``settings`` say otherwise), with its optional pictures."""
+    config = StyleConfig(**{"prompt": "drawing with black ink", "size": 64, "steps": 10, "strength": 0.7, **settings})
+    config = config.validated(style_image=style_image is not None)
+    return list(stylize(models, image, config, mask=mask, style_image=style_image))
 
 
 def pixels(frame: Frame) -> np.ndarray:
     """A frame's image as signed integers, ready for differences."""
     return np.asarray(frame.image, dtype=np.int16)
+
+
+def save_picture(content: bytes | Image.Image, path: Path) -> Path:
+    """Write file bytes, or save a picture, at ``path``."""
+    path.write_bytes(content) if isinstance(content, bytes) else content.save(path)
+    return path
 
 
 def hub_snapshot(repo_id: str) -> Path:

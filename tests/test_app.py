@@ -2,12 +2,14 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
@@ -20,6 +22,7 @@ from stylizer.ui import build_demo
 from stylizer.worker import Worker
 
 from .apphelpers import bomb_png, result_path, serving, wait_until_idle, wait_until_queued
+from .helpers import BAD_MASKS, save_picture
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMITS = Limits(max_upload_mb=0.05, max_pixels=1_000_000)
@@ -90,6 +93,44 @@ def test_the_preview_api_returns_one_small_image_and_a_status(client, worker, pi
         assert preview.size == (32, 24)
     assert status.startswith("**Preview** at 32×24 px")
     assert wait_until_idle(worker)
+
+
+def test_a_mask_and_a_style_picture_through_the_api(client, picture_path, tmp_path):
+    from PIL import ImageDraw
+
+    from .helpers import make_image
+
+    mask = Image.new("L", (80, 60), 0)
+    ImageDraw.Draw(mask).rectangle((0, 0, 39, 59), fill=255)
+    mask.save(tmp_path / "mask.png")
+    make_image(seed=9).save(tmp_path / "style.png")
+    outputs = client.predict(
+        image=handle_file(picture_path), prompt="", style_image=handle_file(str(tmp_path / "style.png")),
+        mask=handle_file(str(tmp_path / "mask.png")), mask_feather=2, size=64, steps=6, strength=1.0, api_name="/stylize",
+    )  # fmt: skip
+    settings = json.loads(outputs[5])
+    assert settings["mask"].startswith("sha256:") and settings["style_image"].startswith("sha256:") and settings["prompt"] == ""
+    with Image.open(result_path(outputs[0])) as result, Image.open(picture_path) as source:
+        kept = np.asarray(result.convert("RGB"), dtype=np.int16)[:, 36:]
+        expected = np.asarray(source.convert("RGB").resize((64, 48), Image.Resampling.LANCZOS), dtype=np.int16)[:, 36:]
+    assert np.abs(kept - expected).max() <= 1
+
+
+@pytest.mark.parametrize(
+    "name, content, fragment",
+    [
+        *(("mask", content, fragment) for content, fragment in BAD_MASKS.values()),
+        ("style_image", b"\x89PNG\r\n\x1a\n broken", "the style picture: the image file is truncated or corrupt"),
+    ],
+    ids=[*(f"mask-{kind}" for kind in BAD_MASKS), "corrupt-style"],
+)
+def test_bad_pictures_through_the_api_get_their_message_and_the_server_stays_up(client, picture_path, tmp_path, name, content, fragment):
+    path = save_picture(content, tmp_path / "picture.png")
+    with pytest.raises(AppError, match="(?i)" + re.escape(fragment)):
+        client.predict(
+            image=handle_file(picture_path), prompt="ink", **{name: handle_file(str(path))}, size=64, steps=2, api_name="/stylize"
+        )
+    assert "Done" in client.predict(image=handle_file(picture_path), prompt="ink", size=64, steps=2, api_name="/stylize")[1]
 
 
 def test_two_pages_with_different_pictures_never_see_each_others_images(worker, tmp_path):

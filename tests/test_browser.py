@@ -6,9 +6,12 @@ Screenshots go to ``test-artifacts/`` for a person to look at.
 import json
 import re
 import time
+from io import BytesIO
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from stylizer.config import Limits
 from stylizer.ui import CSS, THEME, build_demo
@@ -71,14 +74,10 @@ def result_src(page) -> str | None:
     return images.first.get_attribute("src") if images.count() else None
 
 
-def pixels(page, src: str) -> bytes:
+def pixels(page, src: str) -> np.ndarray:
     """The decoded pixels of an image the page shows, fetched the way the browser does."""
-    from io import BytesIO
-
-    from PIL import Image
-
     body = page.request.get(src).body()
-    return Image.open(BytesIO(body)).convert("RGB").tobytes()
+    return np.asarray(Image.open(BytesIO(body)).convert("RGB"), dtype=np.int16)
 
 
 def status_text(page) -> str:
@@ -139,7 +138,7 @@ def test_upload_type_slide_stylize_and_stop(page, picture_path):
     page.wait_for_function("() => !document.querySelector('#status').innerText.includes('Done')", timeout=30_000)
     page.wait_for_function("() => document.querySelector('#status').innerText.includes('Done')", timeout=120_000)
     assert not random_seed.is_checked()
-    assert pixels(page, result_src(page)) == pixels(page, final), "Apply & stylize did not reproduce the run"
+    assert np.array_equal(pixels(page, result_src(page)), pixels(page, final)), "Apply & stylize did not reproduce the run"
 
     set_number(page, "Steps", "500")
     page.get_by_role("button", name="Stylize", exact=True).click()
@@ -241,3 +240,44 @@ def test_upload_prepares_a_slider_previews_and_stylize_starts_warm(page, runs, t
         json.dumps({"cold_first_frame_s": round(cold, 3), "warm_first_frame_s": round(warm, 3), "warm_over_cold": round(warm / cold, 3)})
     )
     page.screenshot(path=str(ARTIFACTS / "7-warm-done.png"), full_page=True)
+
+
+def shown(page, selector: str) -> np.ndarray:
+    """The pixels of the image an element shows."""
+    return pixels(page, page.locator(selector).first.get_attribute("src"))
+
+
+def test_a_painted_mask_keeps_the_unpainted_side_unchanged(page, tmp_path):
+    from .helpers import make_image
+
+    page.goto(page.url.split("?")[0])
+    page.get_by_role("button", name="Stylize", exact=True).wait_for()
+    page.get_by_label("Style prompt").fill("drawing with black ink")
+    make_image(160, 120, seed=3).save(tmp_path / "picture.png")
+    page.locator("input[type=file]").first.set_input_files(str(tmp_path / "picture.png"))
+    page.get_by_text("Region to restyle (optional)").click()
+    page.locator("#painter button[aria-label='Brush']").click()
+    canvas = page.locator("#painter canvas").last.bounding_box()
+    x, top = canvas["x"] + canvas["width"] * 0.3, canvas["y"] + canvas["height"] * 0.2
+    page.mouse.move(x, top)
+    page.mouse.down()
+    for k in range(1, 21):  # a vertical stroke over the left part of the picture
+        page.mouse.move(x, top + k * canvas["height"] * 0.03, steps=2)
+    page.mouse.up()
+    page.locator("#mask img").first.wait_for(timeout=30_000)
+    mask = shown(page, "#mask img")[..., 0]
+    painted_columns = np.flatnonzero(mask.max(axis=0) > 0)
+    assert painted_columns.size and painted_columns.max() < mask.shape[1] * 0.8, "the stroke should leave the right side unpainted"
+    page.screenshot(path=str(ARTIFACTS / "8-painted.png"), full_page=True)
+
+    page.get_by_role("button", name="Stylize", exact=True).click()
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('Done')", timeout=120_000)
+    before, after = shown(page, "#comparison img"), shown(page, "#comparison img >> nth=1")
+    # Columns beyond the stroke's reach (its feather and a resizing margin) are the input's own pixels.
+    scale = after.shape[1] / mask.shape[1]
+    kept = int((painted_columns.max() + 1) * scale) + 4
+    assert before.shape == after.shape and kept < after.shape[1]
+    assert np.abs(after[:, kept:] - before[:, kept:]).max() <= 1
+    assert np.abs(after[:, : int(painted_columns.min() * scale)] - before[:, : int(painted_columns.min() * scale)]).max() <= 1
+    assert np.abs(after - before).max() > 10  # the painted part was restyled
+    page.screenshot(path=str(ARTIFACTS / "9-masked-result.png"), full_page=True)

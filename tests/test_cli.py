@@ -14,6 +14,8 @@ from stylizer.cli import main
 from stylizer.images import to_pil
 from stylizer.objective import StyleObjective
 
+from .helpers import BAD_MASKS, save_picture
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -129,7 +131,12 @@ def run_main(capsys, *argv):
         (None, ["--mode", "slow"], "invalid choice"),
         (None, ["--w-dir", "nan"], "w_dir must be a finite number"),
         (None, ["--model", "no such model"], "unknown model"),
-        (None, ["-p", ""], "prompt is empty"),
+        (None, ["-p", "b", "-p", "c", "-p", "d", "-p", "e"], "at most 4 styles blend"),
+        (None, ["--prompt-weights", "1,0,2"], "3 weights for 1 prompts"),
+        (None, ["--prompt-weights", "0"], "the style weights are all 0"),
+        (None, ["--prompt-weights", "-1"], "weight_1 must be between 0"),
+        (None, ["--mask", "/nowhere/mask.png"], "the mask: no such image file"),
+        (None, ["--style-image", "/nowhere/style.png"], "the style picture: no such image file"),
         (None, ["--device", "cuda:7"], "no CUDA GPU"),
         (None, ["--frames", "/nowhere/at/all/trajectory.gif"], "--frames folder /nowhere/at/all does not exist"),
         (None, ["--frames", "trajectory.txt"], "must end in .gif"),
@@ -143,7 +150,12 @@ def run_main(capsys, *argv):
         "mode",
         "nan",
         "model",
-        "prompt",
+        "five-prompts",
+        "weights-count",
+        "weights-zero",
+        "weights-negative",
+        "mask-missing",
+        "style-missing",
         "device",
         "frames-folder",
         "frames-suffix",
@@ -156,6 +168,19 @@ def test_bad_input_exits_2_with_one_line(capsys, tmp_path, picture_path, make_in
     assert out == ""
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and fragment in lines[0], err
+
+
+def test_an_empty_prompt_without_a_style_picture_is_refused(capsys, tmp_path, picture_path):
+    code, _, err = run_main(capsys, picture_path, "-p", " ", "-o", str(tmp_path / "o.png"), "--model", "tiny")
+    assert code == 2 and "prompt is empty" in err and "style picture" in err
+
+
+@pytest.mark.parametrize("kind", list(BAD_MASKS))
+def test_bad_masks_exit_2_with_one_line(capsys, tmp_path, picture_path, kind):
+    mask, fragment = BAD_MASKS[kind]
+    path = save_picture(mask, tmp_path / "mask.png")
+    code, out, err = run_main(capsys, picture_path, "-p", "ink", "-o", str(tmp_path / "o.png"), "--model", "tiny", "--mask", str(path))
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and fragment in err, err
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,8 @@ from stylizer.eval.cli import main
 from stylizer.eval.dataset import DEFAULT_IMAGES, find_images, read_prompts
 from stylizer.loading.build import build_clip
 from stylizer.loading.presets import TINY_CLIP_ARCH
+
+from .helpers import make_image
 
 SMALL = {"size": 64, "steps": 10, "strength": 0.7}
 SCORES = ("clip_score", "directional_similarity", "patch_clip_score", "ssim", "vgg_feature_distance", "seconds")
@@ -331,3 +334,38 @@ def test_feature_distance_is_zero_for_identical_features_and_ignores_scale():
     assert metrics.feature_distance(features, features).item() == pytest.approx(0.0, abs=1e-6)
     assert metrics.feature_distance([2 * f for f in features], features).item() == pytest.approx(0.0, abs=1e-6)
     assert 0.0 < metrics.feature_distance(other, features).item() <= 4.0
+
+
+def test_the_creative_controls_sweep_and_apply_to_every_job(tmp_path):
+    """--sweep over a blend weight and keep_colors, with one mask and one style picture for every job."""
+    from PIL import ImageDraw
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for seed in (1, 2):
+        make_image(seed=seed).save(images / f"p{seed}.png")
+    mask = Image.new("L", (80, 60), 0)
+    ImageDraw.Draw(mask).rectangle((0, 0, 39, 59), fill=255)
+    mask.save(tmp_path / "mask.png")
+    make_image(seed=9).save(tmp_path / "style.png")
+    out = tmp_path / "rep"
+    args = [*TINY_ARGS, "--images", str(images), "--limit", "1", "--out", str(out), "--set", "prompt_2=neon light"]
+    sweeps = ["--sweep", "keep_colors=false,true", "--sweep", "weight_2=0,1"]
+    assert main([*args, *sweeps, "--mask", str(tmp_path / "mask.png"), "--style-image", str(tmp_path / "style.png")]) == 0
+    rows = read_report(out)["rows"]
+    assert sorted((row["setting"], row["keep_colors"], row["weight_2"]) for row in rows) == [
+        ("keep_colors=false", False, 1.0),
+        ("keep_colors=true", True, 1.0),
+        ("weight_2=0", False, 0.0),
+        ("weight_2=1", False, 1.0),
+    ]
+    content = np.asarray(Image.open(out / rows[0]["content"]), dtype=np.int16)
+    for row in rows:  # the mask keeps the right half of every result
+        result = np.asarray(Image.open(out / row["output"]), dtype=np.int16)
+        assert np.abs(result[:, 36:] - content[:, 36:]).max() <= 1
+
+
+def test_a_mask_that_does_not_fit_an_image_is_named_before_any_work(tmp_path, capsys):
+    Image.new("L", (20, 80), 255).save(tmp_path / "tall.png")
+    assert main([*TINY_ARGS, "--limit", "1", "--mask", str(tmp_path / "tall.png"), "--out", str(tmp_path / "rep")]) == 2
+    assert "must have the picture's aspect ratio" in capsys.readouterr().err and not (tmp_path / "rep").exists()

@@ -4,8 +4,8 @@ import dataclasses
 
 from gradio_client import Client, handle_file
 
-from stylizer.cli import build_parser
-from stylizer.config import Limits, StyleConfig, field_range, knobs
+from stylizer.cli import blend_settings, build_parser
+from stylizer.config import PROMPT_FIELDS, WEIGHT_FIELDS, Limits, StyleConfig, field_range, knobs
 from stylizer.jobs import JobUpdate, ModelInfo
 from stylizer.ui import api_parameters, build_demo
 
@@ -24,7 +24,9 @@ def changed_settings() -> dict:
     values = {}
     for f in dataclasses.fields(StyleConfig):
         knob = f.metadata["knob"]
-        if knob.choices:
+        if isinstance(f.default, bool):
+            values[f.name] = not f.default
+        elif knob.choices:
             values[f.name] = next(c for c in knob.choices if c != f.default)
         elif isinstance(f.default, str):
             values[f.name] = f"{f.name} text"
@@ -41,13 +43,25 @@ def test_every_field_has_a_knob_and_every_knob_a_field():
 
 
 def test_every_setting_is_an_option_of_the_command_line():
+    """Each knob has an option of its own, except the blend's: repeated -p and --prompt-weights set those."""
     settings = changed_settings()
     argv = ["in.png", "-o", "out.png"]
     for action in build_parser()._actions:
-        if action.dest in settings:
-            argv += [action.option_strings[-1], str(settings[action.dest])]
+        value = settings.get(action.dest)
+        if action.dest in PROMPT_FIELDS or action.dest not in settings:
+            continue
+        if isinstance(value, bool):
+            argv.append(action.option_strings[0] if value else action.option_strings[1])
+        else:
+            argv += [action.option_strings[-1], str(value)]
+    for name in PROMPT_FIELDS:
+        argv += ["-p", settings[name]]
+    argv += ["--prompt-weights", ",".join(str(settings[name]) for name in WEIGHT_FIELDS)]
     args = build_parser().parse_args(argv)
-    assert {name: getattr(args, name) for name in settings} == settings
+    parsed = {name: getattr(args, name) for name in settings if name not in PROMPT_FIELDS and hasattr(args, name)}
+    parsed.update(blend_settings(args.prompt, args.prompt_weights))
+    assert parsed == settings
+    assert {name for name, knob in knobs().items() if not knob.cli} <= {*PROMPT_FIELDS, *WEIGHT_FIELDS}
 
 
 def test_every_setting_is_a_control_on_the_page_and_an_api_parameter_in_a_stable_order(tmp_path, picture_path):

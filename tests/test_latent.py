@@ -82,10 +82,10 @@ def test_classifier_free_guidance_combines_the_two_passes(latent_models):
     backend = latent_models.backend
     x, t = torch.randn(1, 4, 12, 16, generator=torch.Generator().manual_seed(0)), torch.tensor(500)
     with torch.no_grad():
-        uncond = backend.eps(x, t, backend.condition("ink", 0.0))
-        text = backend.eps(x, t, backend.condition("ink", 1.0))
-        guided = backend.eps(x, t, backend.condition("ink", 4.0))
-    assert backend.condition("ink", 0.0).embeds.shape[0] == 1  # cfg 0 skips the text pass
+        uncond = backend.eps(x, t, backend.condition([("ink", 1.0)], 0.0))
+        text = backend.eps(x, t, backend.condition([("ink", 1.0)], 1.0))
+        guided = backend.eps(x, t, backend.condition([("ink", 1.0)], 4.0))
+    assert backend.condition([("ink", 1.0)], 0.0).embeds.shape[0] == 1  # cfg 0 skips the text pass
     assert not torch.allclose(uncond, text)
     assert torch.allclose(guided, uncond + 4.0 * (text - uncond), atol=1e-5)
 

@@ -46,6 +46,17 @@ KEY_TABLE = {
     "preview_every": (2, HIT),
     "preview_size": (32, HIT),
     "preview_steps": (4, HIT),
+    "prompt_2": ("neon light", HIT),
+    "prompt_3": ("mosaic", HIT),
+    "prompt_4": ("pencil sketch", HIT),
+    "weight_1": (0.5, HIT),
+    "weight_2": (0.5, HIT),
+    "weight_3": (0.5, HIT),
+    "weight_4": (0.5, HIT),
+    "style_image_weight": (0.9, HIT),
+    "keep_colors": (True, HIT),
+    "invert_mask": (True, HIT),
+    "mask_feather": (9, HIT),
 }
 OUTCOMES = {  # stats a job adds: picture hit, picture miss, inversion hit, inversion miss
     HIT: (1, 0, 1, 0),
@@ -145,7 +156,7 @@ def test_storage_on_the_cpu_hands_tensors_to_the_jobs_device(tiny_models, pictur
     cache = PreparedCache(storage="cpu")
     prepare_picture(tiny_models, picture, BASE, cache=cache)
     entry = next(iter(cache._entries.values()))
-    assert entry.clean.device.type == "cpu" and all(t.device.type == "cpu" for t in entry.inversions.values())
+    assert entry.clean.device.type == "cpu" and all(x.device.type == "cpu" for i in entry.inversions.values() for x in i.trajectory)
     assert prepare_picture(tiny_models, picture, BASE, cache=cache).start.device == tiny_models.device
 
 

@@ -220,7 +220,7 @@ def upload(server: str, path: str) -> dict:
 def api_args(image: dict, **overrides) -> list:
     """Every /stylize parameter, positionally, as a raw REST caller must send them: a short job unless overridden."""
     values = {**StyleConfig().to_dict(), "prompt": "ink", "steps": 4, "n_patches": 8, "patch_size": 64, "size": 64}
-    values.update(image=image, randomize_seed=False, **overrides)
+    values.update({"image": image, "randomize_seed": False, "mask": None, "style_image": None, **overrides})
     return [values[name] for name in api_parameters()]
 
 
@@ -245,9 +245,12 @@ def test_bad_numbers_through_the_raw_api(server, picture_path, overrides, fragme
     assert "Traceback" not in text
 
 
-def test_the_api_refuses_server_side_paths(server):
+@pytest.mark.parametrize("parameter", ["image", "mask", "style_image"])
+def test_the_api_refuses_server_side_paths(server, picture_path, parameter):
+    picture = upload(server, picture_path)
     for path in ("/etc/passwd", str(ROOT / "app.py")):
-        text = call_raw(server, api_args({"path": path, "meta": {"_type": "gradio.FileData"}}))
+        smuggled = {"path": path, "meta": {"_type": "gradio.FileData"}}
+        text = call_raw(server, api_args(picture, **{parameter: smuggled}) if parameter != "image" else api_args(smuggled))
         assert "event: error" in text, text[-300:]
         assert "root:" not in text and "def main" not in text
 

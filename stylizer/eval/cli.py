@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FIELD=VALUE",
         help="fix a StyleConfig field for every job, e.g. strength=0.7 (repeatable)",
     )
+    parser.add_argument("--mask", metavar="PATH", help="restyle every image only where this mask is white (it must fit every image)")
+    parser.add_argument("--style-image", metavar="PATH", help="take the style (also) from this picture, for every job")
     parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"report folder (default: {DEFAULT_OUT}/)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     return parser
@@ -101,7 +103,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     flags = {"size": args.size, "steps": args.steps, "seed": args.seed}
     base = {"size": preset.size, **parse_overrides(args.set), **{k: v for k, v in flags.items() if v is not None}}
     images, prompts = find_images(args.images)[: args.limit], read_prompts(args.prompts)[: args.limit]
-    grid = Grid(images, prompts, sweep_settings(args.sweep), base, Limits.from_env())
+    pictures = {name: Path(value) if value else None for name, value in (("mask", args.mask), ("style_image", args.style_image))}
+    grid = Grid(images, prompts, sweep_settings(args.sweep), base, Limits.from_env(), **pictures)
 
     models = load_models(args.model, args.device)
     if models.untrained:

@@ -13,8 +13,10 @@ from PIL import Image
 
 from ..config import Limits, StyleConfig
 from ..errors import InputError
-from ..images import load_image, to_pil, to_tensor
+from ..images import load_image, load_mask, to_pil, to_tensor
+from ..inputs import named_picture
 from ..loading import Models
+from ..mask import check_mask
 from ..sampler import stylize
 from .judge import Judge
 from .sweeps import Setting
@@ -34,6 +36,8 @@ class Grid:
         settings: the settings to compare (a sweep), each applied over ``base``.
         base: StyleConfig fields shared by every job (size, steps, seed, ...).
         limits: server caps used for validation and image decoding.
+        mask: a mask for every job (white: restyle), or None; it must fit every image.
+        style_image: a style picture for every job, or None.
 
     Raises:
         InputError: no images or no prompts.
@@ -45,20 +49,43 @@ class Grid:
     settings: Sequence[Setting] = (Setting(),)
     base: Mapping[str, Any] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits.from_env)
+    mask: Path | None = None
+    style_image: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.images or not self.prompts or not self.settings:
             raise InputError("the grid is empty: it needs at least one image, one prompt and one setting")
-        for setting in self.settings:
-            for prompt in self.prompts:
-                self.config(setting, prompt)
+        configs = [self.config(setting, prompt) for setting in self.settings for prompt in self.prompts]
+        mask, _ = self.pictures()
+        if mask is not None:
+            for invert in {config.invert_mask for config in configs}:
+                self._check_mask(mask, invert)
+
+    def pictures(self) -> tuple[Image.Image | None, Image.Image | None]:
+        """The mask and the style picture, decoded through the usual checks (None where not given)."""
+        mask = None if self.mask is None else named_picture("mask", lambda: load_mask(self.mask, self.limits).image)
+        style = (
+            None if self.style_image is None else named_picture("style picture", lambda: load_image(self.style_image, self.limits).image)
+        )
+        return mask, style
+
+    def _check_mask(self, mask: Image.Image, invert: bool) -> None:
+        """The mask fits every image (aspect ratio) and selects something, or an error naming the image."""
+        for path in self.images:
+            with Image.open(path) as header:  # the size alone, nothing decoded
+                size = header.size
+            try:
+                check_mask(mask, Image.new("L", size), invert)
+            except InputError as exc:
+                raise InputError(f"{path.name}: {exc}") from None
 
     def __len__(self) -> int:
         return len(self.images) * len(self.prompts) * len(self.settings)
 
     def config(self, setting: Setting, prompt: str) -> StyleConfig:
         """The validated settings of one job."""
-        return StyleConfig.from_dict({**self.base, **setting.overrides, "prompt": prompt}).validated(self.limits)
+        config = StyleConfig.from_dict({**self.base, **setting.overrides, "prompt": prompt})
+        return config.validated(self.limits, style_image=self.style_image is not None)
 
 
 def run_grid(models: Models, judge: Judge, grid: Grid, out_dir: str | Path) -> Iterator[dict[str, Any]]:
@@ -77,6 +104,7 @@ def run_grid(models: Models, judge: Judge, grid: Grid, out_dir: str | Path) -> I
     out_dir = Path(out_dir)
     (out_dir / CONTENT_DIR).mkdir(parents=True, exist_ok=True)
     pictures = [load_image(path, grid.limits).image for path in grid.images]
+    mask, style_image = grid.pictures()
     saved: set[Path] = set()
     for k, setting in enumerate(grid.settings):
         folder = Path(OUTPUTS_DIR) / f"{k:02d}-{slug(setting.label)}"
@@ -85,7 +113,7 @@ def run_grid(models: Models, judge: Judge, grid: Grid, out_dir: str | Path) -> I
             stem = f"{i:02d}-{slug(path.stem)}"
             for j, prompt in enumerate(grid.prompts):
                 config = grid.config(setting, prompt)
-                result, seconds = _stylize_timed(models, picture, config)
+                result, seconds = _stylize_timed(models, picture, config, mask, style_image)
                 output_path = folder / f"{stem}__{j:02d}-{slug(prompt)}.png"
                 content_path = Path(CONTENT_DIR) / f"{stem}_{result.width}x{result.height}.png"
                 content = to_tensor(picture, result.size)
@@ -107,10 +135,12 @@ def run_grid(models: Models, judge: Judge, grid: Grid, out_dir: str | Path) -> I
                 }
 
 
-def _stylize_timed(models: Models, picture: Image.Image, config: StyleConfig) -> tuple[Image.Image, float]:
+def _stylize_timed(
+    models: Models, picture: Image.Image, config: StyleConfig, mask: Image.Image | None, style_image: Image.Image | None
+) -> tuple[Image.Image, float]:
     """The final image of one job and the wall-clock seconds it took."""
     started = time.perf_counter()
-    for frame in stylize(models, picture, config):
+    for frame in stylize(models, picture, config, mask=mask, style_image=style_image):
         result = frame.image  # the last frame is the result
     return result, time.perf_counter() - started
 

@@ -17,7 +17,8 @@ from ..errors import ConfigError
 DEFAULT_LABEL = "default"
 # The prompt is an axis of the grid (--prompts), not a setting.
 GRID_AXES = ("prompt",)
-_KIND_NAMES = {int: "a whole number", float: "a number", str: "text"}
+_KIND_NAMES = {int: "a whole number", float: "a number", str: "text", bool: "true or false"}
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,8 @@ def parse_assignment(text: str, option: str, many: bool = True) -> tuple[str, li
     for item in raw.split(",") if many else [raw]:
         item = item.strip()
         try:
-            values.append((item, kind(item)))
-        except ValueError:
+            values.append((item, _BOOLEANS[item.lower()] if kind is bool else kind(item)))
+        except (ValueError, KeyError):
             raise ConfigError(f"{option} {name}: {item!r} is not {_KIND_NAMES[kind]}") from None
     return name, values
 

@@ -13,8 +13,24 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from PIL import Image, ImageChops
 
-from ..config import ADVANCED, MAIN, Knob, Limits, StyleConfig, field_range, knobs
+from ..config import (
+    ADVANCED,
+    MAIN,
+    PROMPT_FIELDS,
+    REGION,
+    STYLE_PICTURE,
+    WEIGHT_FIELDS,
+    Knob,
+    Limits,
+    StyleConfig,
+    field_range,
+    knobs,
+)
+from ..errors import StylizerError
+from ..images import load_image
+from ..inputs import PICTURE_INPUTS
 from ..jobs import ModelInfo
 from .settings import page_knobs
 from .stream import RESULT_LABEL
@@ -33,6 +49,15 @@ footer {display: none !important;}
 """
 # Controls per row in the Advanced section.
 ROW_WIDTH = 2
+# The examples table's columns after the picture: these settings, then the optional pictures.
+EXAMPLE_KNOBS = ("prompt", "reference", "prompt_2", "weight_1", "weight_2")
+STYLE_PICTURE_HELP = (
+    "Take the style from a picture: its CLIP embedding's direction from yours guides the result. With a prompt too, "
+    "both count (the slider sets how much); without one, the prompt is optional and text guidance (CFG) is skipped."
+)
+REGION_HELP = (
+    "Paint where to restyle (or upload a mask, white = restyle); outside it the picture stays as it is. The feather softens the edge."
+)
 
 
 @dataclass
@@ -42,6 +67,8 @@ class Page:
     Attributes:
         image: the upload.
         knobs: one control per setting in :func:`~stylizer.ui.settings.page_knobs`, by name.
+        pictures: the optional pictures beside the settings, by :data:`~stylizer.inputs.PICTURE_INPUTS` name
+            (``mask``: white where to restyle, painted or uploaded; ``style_image``).
         randomize: "Random seed each run".
         live_preview: "Live preview": a quick preview after each change.
         preview_button: never shown; it carries the ``/preview`` API endpoint.
@@ -52,6 +79,7 @@ class Page:
 
     image: gr.Image
     knobs: dict[str, gr.components.Component]
+    pictures: dict[str, gr.Image]
     randomize: gr.Checkbox
     live_preview: gr.Checkbox
     preview_button: gr.Button
@@ -82,7 +110,7 @@ def build_layout(info: ModelInfo, limits: Limits, previews: bool = True) -> Page
             image = gr.Image(label="Input image", type="filepath", image_mode=None, sources=["upload", "clipboard", "webcam"], height=320)
             image.preprocess = upload_payload  # type: ignore[method-assign]
             prepared = gr.Markdown("", elem_id="prepared")
-            controls, randomize = _knob_controls(info, limits)
+            controls, pictures, randomize = _knob_controls(info, limits, image)
             with gr.Row():
                 run_button = gr.Button("Stylize", variant="primary")
                 stop_button = gr.Button("Stop", variant="stop")
@@ -97,32 +125,101 @@ def build_layout(info: ModelInfo, limits: Limits, previews: bool = True) -> Page
     outputs["seed"], outputs["prepared"] = controls["seed"], prepared
     examples = _examples()
     if examples:
-        gr.Examples(examples, inputs=[image, controls["prompt"], controls["reference"]], label="Examples")
+        columns = [image, *(controls[name] for name in EXAMPLE_KNOBS), *(pictures[name] for name in PICTURE_INPUTS)]
+        gr.Examples(examples, inputs=columns, label="Examples")
     hidden = [gr.Button(visible=False), gr.Number(visible=False, precision=0), gr.Number(visible=False, precision=0)]
-    return Page(image, controls, randomize, live_preview, *hidden, run_button, stop_button, apply_button, outputs)
+    return Page(image, controls, pictures, randomize, live_preview, *hidden, run_button, stop_button, apply_button, outputs)
 
 
-def _knob_controls(info: ModelInfo, limits: Limits) -> tuple[dict[str, gr.components.Component], gr.Checkbox]:
-    """One control per page knob: the main ones in the column, the rest in *Advanced*, in rows."""
+def _knob_controls(
+    info: ModelInfo, limits: Limits, image: gr.Image
+) -> tuple[dict[str, gr.components.Component], dict[str, gr.Image], gr.Checkbox]:
+    """One control per page knob, section by section, and the optional pictures in theirs."""
     defaults = StyleConfig(**info.defaults)
     table = knobs()
     names = page_knobs()
-    controls: dict[str, gr.components.Component] = {}
-    for name in (n for n in names if table[n].group == MAIN):
+    in_group = {group: [n for n in names if table[n].group == group] for group in (MAIN, STYLE_PICTURE, REGION, ADVANCED)}
+
+    def control(name: str) -> gr.components.Component:
         controls[name] = knob_control(name, table[name], getattr(defaults, name), limits, info)
-    randomize = None
-    with gr.Accordion("Advanced", open=False):
-        for row in _rows([n for n in names if table[n].group == ADVANCED]):
+        return controls[name]
+
+    controls: dict[str, gr.components.Component] = {}
+    pictures: dict[str, gr.Image] = {}
+    for name in in_group[MAIN]:
+        control(name)
+        if name == "prompt":
+            with gr.Accordion("+ Add a style (blend up to four prompts, each with a weight)", open=False):
+                # The style prompt's weight, then each further style beside its weight.
+                for row in [[WEIGHT_FIELDS[0]], *zip(PROMPT_FIELDS[1:], WEIGHT_FIELDS[1:], strict=True)]:
+                    with gr.Row():
+                        for styled in row:
+                            control(styled)
+    with gr.Accordion("Style picture (optional)", open=False):
+        gr.Markdown(STYLE_PICTURE_HELP)
+        pictures["style_image"] = _picture_input("Style picture", "style-picture")
+        for name in in_group[STYLE_PICTURE]:
+            control(name)
+    with gr.Accordion("Region to restyle (optional)", open=False):
+        gr.Markdown(REGION_HELP)
+        painter = gr.ImageEditor(
+            label="Paint the region to restyle", type="pil", image_mode="RGBA", sources=[], layers=False,
+            brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"), eraser=gr.Eraser(), transforms=(), elem_id="painter",
+        )  # fmt: skip
+        pictures["mask"] = _picture_input("…or upload a mask (white: restyle, black: keep)", "mask")
+        for row in _rows(in_group[REGION]):
             with gr.Row():
                 for name in row:
-                    controls[name] = knob_control(name, table[name], getattr(defaults, name), limits, info)
+                    control(name)
+    randomize = None
+    with gr.Accordion("Advanced", open=False):
+        for row in _rows(in_group[ADVANCED]):
+            with gr.Row():
+                for name in row:
+                    control(name)
                 if row == ["seed"]:
                     randomize = gr.Checkbox(value=False, label="Random seed each run")
     assert randomize is not None, "the settings table has no seed"
-    for control in (*controls.values(), randomize):
+    for sent in (*controls.values(), randomize):
         # Values reach StyleConfig as sent, so API callers get the same setting-named messages as the CLI.
-        control.preprocess = as_sent  # type: ignore[method-assign]
-    return controls, randomize
+        sent.preprocess = as_sent  # type: ignore[method-assign]
+    # The painting canvas shows the picture; what is painted (a user's input, not a new background) becomes the mask.
+    image.change(painting_canvas, image, painter, queue=False, api_visibility="private")
+    painter.input(painted_mask, painter, pictures["mask"], queue=False, api_visibility="private")
+    return controls, pictures, randomize
+
+
+def _picture_input(label: str, elem_id: str) -> gr.Image:
+    """An optional picture, passed on undecoded, so the one loader checks it (see :func:`upload_payload`)."""
+    picture = gr.Image(label=label, type="filepath", image_mode=None, sources=["upload", "clipboard"], height=200, elem_id=elem_id)
+    picture.preprocess = upload_payload  # type: ignore[method-assign]
+    return picture
+
+
+def painting_canvas(upload: Any) -> Any:
+    """The editor's value for a new upload: the picture as the background, nothing painted yet."""
+    if upload is None:
+        return None
+    try:
+        background = load_image(upload).image
+    except StylizerError:
+        return None  # the run reports what is wrong with the upload
+    return {"background": background, "layers": [], "composite": None}
+
+
+def painted_mask(value: Any) -> Image.Image | None:
+    """What was painted on the canvas as a mask: white where any stroke is, black elsewhere; None if nothing is."""
+    if not value or value.get("background") is None:
+        return None
+    strokes = [layer.getchannel("A") for layer in value.get("layers") or [] if layer is not None and "A" in layer.getbands()]
+    if not strokes:
+        return None
+    painted = strokes[0]
+    for stroke in strokes[1:]:
+        painted = ImageChops.lighter(painted, stroke)
+    if painted.getextrema()[1] == 0:
+        return None
+    return painted.point(lambda alpha: 255 if alpha else 0).resize(value["background"].size)
 
 
 def _rows(names: list[str]) -> Iterator[list[str]]:
@@ -144,7 +241,9 @@ def _rows(names: list[str]) -> Iterator[list[str]]:
 
 
 def knob_control(name: str, knob: Knob, value: Any, limits: Limits, info: ModelInfo) -> gr.components.Component:
-    """The control for one setting: radio for choices, text box for text, slider for a number with a step, else a number box."""
+    """The control for one setting: a checkbox, a radio for choices, a text box, a slider for a number with a step, else a number box."""
+    if isinstance(value, bool):
+        return gr.Checkbox(value=value, label=knob.label, info=knob.info)
     if knob.choices:
         return gr.Radio(list(knob.choices), value=value, label=knob.label, info=knob.info)
     if isinstance(value, str):
@@ -171,7 +270,9 @@ def _output_column() -> tuple[dict[str, gr.components.Component], gr.Button]:
         "status": gr.Markdown(
             "Upload a picture, describe a style and press **Stylize**.", label="Status", elem_id="status", elem_classes="stylizer-status"
         ),
-        "comparison": gr.ImageSlider(label="Before / after", type="pil", format="png", visible=False, buttons=["fullscreen"]),
+        "comparison": gr.ImageSlider(
+            label="Before / after", type="pil", format="png", visible=False, buttons=["fullscreen"], elem_id="comparison"
+        ),
     }
     with gr.Row():
         outputs["trajectory"] = gr.Image(label="Denoising trajectory", type="filepath", interactive=False, visible=False, height=200)
@@ -216,9 +317,17 @@ def _model_line(info: ModelInfo) -> str:
     return f"**Model:** `{info.name}` ({info.backend} backend; {info.description}) · **guide:** CLIP {info.clip} · **device:** {devices}"
 
 
-def _examples() -> list[list[str]]:
+def _examples() -> list[list[Any]]:
+    """The examples table's rows (see :data:`EXAMPLE_KNOBS`), from ``assets/examples.json``; pictures that are missing leave their row out."""
     index = ASSETS / "examples.json"
     if not index.is_file():
         return []
-    rows = json.loads(index.read_text())
-    return [[str(ASSETS / row["image"]), row["prompt"], row["reference"]] for row in rows if (ASSETS / row["image"]).is_file()]
+    defaults = StyleConfig()
+    rows = []
+    for row in json.loads(index.read_text()):
+        pictures = [row["image"], *(row.get(name) for name in PICTURE_INPUTS)]
+        if not all((ASSETS / name).is_file() for name in pictures if name):
+            continue
+        knobs_ = [row.get(name, getattr(defaults, name)) for name in EXAMPLE_KNOBS]
+        rows.append([str(ASSETS / pictures[0]), *knobs_, *(str(ASSETS / name) if name else None for name in pictures[1:])])
+    return rows

@@ -15,6 +15,7 @@ from typing import Any
 import gradio as gr
 
 from ..config import Limits
+from ..inputs import PICTURE_INPUTS
 from ..jobs import ModelInfo, PrepareFn, PreviewFn, RunFn
 from .layout import Page, build_layout
 from .requests import PREPARE, PREVIEW, PageRequests
@@ -174,7 +175,7 @@ def _wire_preparation(page: Page, requests: PageRequests, prepare_fn: PrepareFn,
 
 
 def api_parameters() -> list[str]:
-    """The ``/stylize`` (and ``/preview``) API's parameters in order: ``image``, the page knobs, and ``randomize_seed`` right after ``seed``.
+    """The ``/stylize`` (and ``/preview``) API's parameters in order: ``image``, the page knobs (``randomize_seed`` right after ``seed``), the optional pictures.
 
     Knobs added to the settings table later come after ``randomize_seed``, so positional
     callers of the earlier parameters are not disturbed.
@@ -184,7 +185,7 @@ def api_parameters() -> list[str]:
         names.append(name)
         if name == "seed":
             names.append(RANDOMIZE_SEED)
-    return names
+    return [*names, *PICTURE_INPUTS]
 
 
 def api_handler(page: Page, body: Body, outputs: tuple[str, ...], ticket: bool = False) -> Callable[..., Any]:
@@ -224,7 +225,8 @@ def api_handler(page: Page, body: Body, outputs: tuple[str, ...], ticket: bool =
     # Parameters before randomize_seed take their controls' values as defaults (Gradio's rule); a
     # signature default must follow a signature default, so the later ones state their controls' values.
     later = names[names.index(RANDOMIZE_SEED) + 1 :]
-    defaults = {RANDOMIZE_SEED: False, "ticket": None, **{name: page.knobs[name].value for name in later if name in page.knobs}}
+    defaults = {RANDOMIZE_SEED: False, "ticket": None, **{name: None for name in PICTURE_INPUTS}}
+    defaults.update({name: page.knobs[name].value for name in later if name in page.knobs})
     params = [inspect.Parameter(name, positional, default=defaults.get(name, inspect.Parameter.empty)) for name in names]
     params.append(inspect.Parameter("progress", positional, default=gr.Progress()))
     params.append(inspect.Parameter("request", positional, default=None, annotation=gr.Request))
@@ -235,7 +237,7 @@ def api_handler(page: Page, body: Body, outputs: tuple[str, ...], ticket: bool =
 
 def _inputs(page: Page) -> list[gr.components.Component]:
     """The controls of :func:`api_parameters`, in order."""
-    controls = {"image": page.image, **page.knobs, RANDOMIZE_SEED: page.randomize}
+    controls = {"image": page.image, **page.knobs, RANDOMIZE_SEED: page.randomize, **page.pictures}
     return [controls[name] for name in api_parameters()]
 
 

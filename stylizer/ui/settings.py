@@ -11,6 +11,7 @@ import gradio as gr
 
 from ..config import Limits, StyleConfig, field_range, knobs
 from ..errors import StylizerError, as_sentence
+from ..inputs import PICTURE_INPUTS
 
 SETTINGS_PARAM = "settings"
 # The settings' text fields: an empty widget sends None, which the settings carry as "".
@@ -37,7 +38,8 @@ def settings_from_values(values: Mapping[str, Any], randomize_seed: Any) -> dict
 def apply_settings(text: str, limits: Limits) -> list[Any]:
     """Settings JSON -> one value per knob widget (in :func:`page_knobs` order), within this server's limits.
 
-    ``model`` is informational and ignored; a blank prompt is kept blank.
+    ``model`` is informational and ignored, as are the pictures' hashes (with a warning that the
+    pictures must be added again); a blank prompt is kept blank.
 
     Raises:
         gr.Error: the JSON is malformed or a setting is out of range, in one sentence.
@@ -49,6 +51,11 @@ def apply_settings(text: str, limits: Limits) -> list[Any]:
     if not isinstance(data, dict):
         raise gr.Error("The settings must be a JSON object like the one shown after a run.", print_exception=False)
     data.pop("model", None)
+    used = [name.replace("_", " ") for name in PICTURE_INPUTS if data.pop(name, None)]
+    if used:
+        gr.Warning(
+            f"These settings were made with a {' and a '.join(used)}, which settings cannot carry: add it again to get the same result."
+        )
     prompt = data.pop("prompt", "") or ""
     try:
         # Validate every other knob even when the pasted prompt is blank.

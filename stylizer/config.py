@@ -24,6 +24,8 @@ from .errors import ConfigError
 
 START_MODES = ("noise", "invert")
 GUIDANCE_MODES = ("full", "fast")
+# What decodes x̂0 for the losses and the frames: the model's own VAE, or TAESD (a distilled tiny decoder).
+GUIDE_DECODERS = ("vae", "taesd")
 # Only a guard against abusive payloads: longer texts are accepted and cut to CLIP's context with a note.
 MAX_PROMPT_CHARS = 20_000
 # The page's sections, in page order: the prompt and loss weights, blended styles, the style picture,
@@ -270,6 +272,31 @@ class StyleConfig:
         step=1,
         group=REGION,
     )
+    guide_start: float = _knob(
+        0.0,
+        "where guidance starts, as a fraction of the denoising steps (before it: unguided steps)",
+        "Guide from (fraction of the steps)",
+        low=0,
+        high=1,
+        step=0.05,
+    )
+    guide_end: float = _knob(
+        1.0,
+        "where guidance ends, as a fraction of the denoising steps (after it: unguided steps)",
+        "Guide until (fraction of the steps)",
+        low=0,
+        high=1,
+        step=0.05,
+    )
+    guide_decoder: str = _knob(
+        "vae",
+        "what decodes the prediction for the losses and the frames: 'vae' (the model's) or 'taesd' (tiny, faster); the result always uses the VAE",
+        "Guidance decoder",
+        choices=GUIDE_DECODERS,
+        info="taesd: a tiny distilled decoder, faster",
+        latent_only=True,
+    )
+
     def validated(self, limits: Limits | None = None, *, style_image: bool = False) -> StyleConfig:
         """Return a normalised copy, or raise :class:`ConfigError` naming the bad setting.
 
@@ -286,7 +313,14 @@ class StyleConfig:
         given = [weight for text, weight in config._prompts() if text]
         if given and sum(given) == 0:
             raise ConfigError("the style weights are all 0: give at least one style a weight above 0")
+        if config.guide_start >= config.guide_end:
+            raise ConfigError(f"guide_start ({config.guide_start:g}) must be below guide_end ({config.guide_end:g})")
         return config
+
+    def guided_at(self, index: int) -> bool:
+        """Whether the losses guide the ``index``-th denoising step (0-based) of this job: inside [guide_start, guide_end)."""
+        position = index / self.denoise_steps
+        return self.guide_start <= position < self.guide_end
 
     @property
     def styles(self) -> list[tuple[str, float]]:

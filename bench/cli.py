@@ -21,12 +21,13 @@ from stylizer.loading.presets import TINY, TINY_LATENT
 from stylizer.optimization import EAGER, Optimizations, optimizations_for
 
 from .build import bench_models, parameter_counts
+from .graphs import graph_breaks
 from .measure import machine_info, machine_tag
 from .profile import PROFILE_STEPS
 from .report import EAGER_PATH, OPTIMISED_PATH, document, table
 from .rerun import table as rerun_table
 from .rerun import time_reruns
-from .run import UNGUIDED, time_case
+from .run import UNGUIDED, WINDOW, time_case
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -91,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--compile-mode",
         choices=COMPILE_MODES,
-        help="torch.compile mode of the optimised path on CUDA (default: torch's own); reduce-overhead uses CUDA graphs",
+        help="time torch.compile of each network in this mode as the optimised path on CUDA, instead of the CUDA graphs "
+        "of whole steps (reduce-overhead: compiled networks replayed as CUDA graphs)",
     )
     parser.add_argument(
         "--profile",
@@ -102,8 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rerun",
         action="store_true",
-        help="instead of the cases above: time the eager path cold (a new picture), warm (the picture prepared, one loss weight "
+        help="instead of the cases above: time each path cold (a new picture), warm (the picture prepared, one loss weight "
         "changed) and as a live preview, with their ratios",
+    )
+    parser.add_argument(
+        "--check-graphs",
+        action="store_true",
+        help="instead of timing: trace every step-loop callable with torch._dynamo.explain and print 'graph breaks: N' "
+        "(0 means nothing stops a CUDA graph capture)",
     )
     parser.add_argument("--preview-size", type=int, help="--rerun: the preview's resolution (default: the app's for these models)")
     parser.add_argument("--preview-steps", type=int, help="--rerun: the preview's steps (default: the app's)")
@@ -125,7 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.backend and preset_backend and args.backend != preset_backend:
         parser.error(f"--backend {args.backend} contradicts --preset {args.preset}, which is {preset_backend}")
     args.backend = args.backend or preset_backend or DEFAULT_BACKEND
-    optimised = dataclasses.replace(optimizations_for(device, True, dtype), compile_mode=args.compile_mode)
+    optimised = optimizations_for(device, True, dtype)
+    if args.compile_mode and device.type == "cuda":
+        # torch.compile instead of the CUDA graphs of whole steps, to compare the two.
+        optimised = dataclasses.replace(optimised, cuda_graphs=False, compile=True, compile_mode=args.compile_mode)
     paths = {EAGER_PATH: EAGER, OPTIMISED_PATH: _without(optimised, args.without, parser)}
 
     started = time.perf_counter()
@@ -145,9 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         preview_steps=args.preview_steps or defaults["preview_steps"],
     ).validated()
     picture = synthetic_picture(config.size, config.size)
-    guidances = (UNGUIDED, *(GUIDANCE_MODES if args.mode == BOTH else (args.mode,)))
+    modes = GUIDANCE_MODES if args.mode == BOTH else (args.mode,)
+    guidances = (UNGUIDED, *modes, *((WINDOW,) if "fast" in modes else ()))
 
-    kind = "-rerun" if args.rerun else ""
+    kind = "-rerun" if args.rerun else "-graphs" if args.check_graphs else ""
     args.out = (
         args.out or RESULTS_DIR / f"{machine_tag(device)}-{args.preset or ARCHITECTURES[args.backend]}{kind}-{datetime.date.today()}.json"
     )
@@ -159,9 +171,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "optimizations": {path: _plain(dataclasses.asdict(optimizations)) for path, optimizations in paths.items()},
     }
     machine, described = machine_info(device), _describe(models, load_s)
+    if args.check_graphs:
+        print(f"bench: tracing the step loop ({models.name}, {config.size} px)", file=sys.stderr, flush=True)
+        breaks = graph_breaks(models, picture, config, paths[OPTIMISED_PATH])
+        doc = {"schema": 1, "machine": machine, "settings": settings, "models": described, "check_graphs": breaks}
+        args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        for name, entry in breaks["callables"].items():
+            print(f"{name}: {entry['graph_breaks']} graph breaks {entry['reasons'] or ''}")
+        print(f"graph breaks: {breaks['total']}")
+        print(f"bench: wrote {args.out}", file=sys.stderr)
+        return 0
     if args.rerun:
         print(f"bench: timing cold, warm and preview jobs ({models.name}, {config.size} px)", file=sys.stderr, flush=True)
-        reruns = time_reruns(models, picture, config, EAGER, args.repeats)
+        reruns = {path: time_reruns(models, picture, config, optimizations, args.repeats) for path, optimizations in paths.items()}
         doc = {"schema": 1, "machine": machine, "settings": settings, "models": described, "rerun": reruns}
         args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         print(rerun_table(doc))

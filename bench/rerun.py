@@ -61,12 +61,13 @@ def table(doc: dict[str, Any]) -> str:
     lines = [
         f"{doc['models']['name']} on {doc['machine']['device_name']} ({doc['machine']['device']}, {doc['machine']['torch_threads']} threads)",
         f"{job['size']} px, {job['steps']} steps x strength {job['strength']}, start {job['start']}, {job['n_patches']} patches; "
-        f"preview {doc['rerun']['preview']['size']} px, {doc['rerun']['preview']['steps']} steps",
-        f"{'job':<8} {'1st frame s':>12} {'end-to-end s':>13} {'cache hits':>11}",
+        f"preview {job['preview_size']} px, {job['preview_steps']} steps",
+        f"{'path':<10} {'job':<8} {'1st frame s':>12} {'end-to-end s':>13} {'cache hits':>11}",
     ]
-    for kind, case in doc["rerun"]["cases"].items():
-        lines.append(f"{kind:<8} {case['first_frame_s']:12.3f} {case['end_to_end_s']:13.3f} {case['inversion_hits']:>11}")
-    lines.extend(f"{name}: {value:.2f}x" for name, value in doc["rerun"]["ratios"].items())
+    for path, reruns in doc["rerun"].items():
+        for kind, case in reruns["cases"].items():
+            lines.append(f"{path:<10} {kind:<8} {case['first_frame_s']:12.3f} {case['end_to_end_s']:13.3f} {case['inversion_hits']:>11}")
+        lines.extend(f"{path} {name}: {value:.2f}x" for name, value in reruns["ratios"].items())
     return "\n".join(lines)
 
 

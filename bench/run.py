@@ -1,8 +1,9 @@
 """Time one case: a warm-up job, then repeated jobs through the real ``stylize``.
 
 A case is one path (the eager reference or the optimised step) with one kind of
-guidance (``fast``, ``full``, or ``unguided``: every loss weight 0, so a step is the
-UNet's forward pass and the DDIM update alone).
+guidance: ``fast``, ``full``, ``unguided`` (every loss weight 0, so a step is the UNet's
+forward pass and the DDIM update alone), or ``fast-window`` (``fast`` guiding only the
+first :data:`WINDOW_END` of the steps).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from stylizer.config import StyleConfig
+from stylizer.graphs import graphs_of
 from stylizer.loading import Models
 from stylizer.optimization import Optimizations
 from stylizer.prepared import PreparedCache
@@ -27,6 +29,9 @@ from .measure import PeakMemory, StepClock
 from .profile import profile_job
 
 UNGUIDED = "unguided"
+WINDOW = "fast-window"
+# The guidance window the benchmark prices: guided steps over the first 60 % of the denoising.
+WINDOW_END = 0.6
 NO_GUIDANCE = dict(w_dir=0.0, w_patch=0.0, w_content=0.0, w_tv=0.0)
 # Step intervals dropped at the start of every timed job: the first pays for lazily built state.
 SETTLING_INTERVALS = 1
@@ -44,7 +49,8 @@ class CaseResult:
         first_frame_s: median time from calling ``stylize`` to its first frame.
         first_frame_step: the step that first frame shows.
         end_to_end_s: median time from calling ``stylize`` to the final frame (loading excluded).
-        warmup_s: the untimed warm-up job (on CUDA's optimised path: compilation).
+        warmup_s: the untimed warm-up job (on CUDA's optimised path: compilation or graph captures).
+        capture_s: the seconds the warm-up spent capturing CUDA graphs (None: none captured).
         peak_memory_mb: the largest peak over the timed jobs, of kind ``memory_kind``.
         memory_kind: see :class:`bench.measure.PeakMemory`.
         memory_before_mb: what was held when a job started (CUDA: the weights).
@@ -61,6 +67,7 @@ class CaseResult:
     first_frame_step: int
     end_to_end_s: float
     warmup_s: float
+    capture_s: float | None
     peak_memory_mb: float
     memory_kind: str
     memory_before_mb: float
@@ -91,6 +98,8 @@ def guidance_config(config: StyleConfig, guidance: str) -> StyleConfig:
     """``config`` in guidance mode ``guidance``, or with every loss weight 0 for ``"unguided"``."""
     if guidance == UNGUIDED:
         return dataclasses.replace(config, **NO_GUIDANCE)
+    if guidance == WINDOW:
+        return dataclasses.replace(config, mode="fast", guide_end=WINDOW_END)
     return dataclasses.replace(config, mode=guidance)
 
 
@@ -111,7 +120,10 @@ def time_case(
     """
     job_config = guidance_config(config, guidance)
     warm_config = dataclasses.replace(job_config, steps=WARMUP_STEPS, strength=1.0)
+    graphs = graphs_of(models.backend)
+    captured, captures = graphs.capture_s, graphs.captures
     warmup_s = run_job(models, picture, warm_config, optimizations).seconds
+    capture_s = graphs.capture_s - captured if graphs.captures > captures else None
     jobs = [run_job(models, picture, job_config, optimizations) for _ in range(repeats)]
     intervals = [s for job in jobs for s in job.intervals[SETTLING_INTERVALS:]]
     peak = max(jobs, key=lambda job: job.peak_mb)
@@ -124,6 +136,7 @@ def time_case(
         first_frame_step=jobs[-1].first_frame_step,
         end_to_end_s=statistics.median(job.seconds for job in jobs),
         warmup_s=warmup_s,
+        capture_s=capture_s,
         peak_memory_mb=peak.peak_mb,
         memory_kind=peak.memory_kind,
         memory_before_mb=peak.before_mb,

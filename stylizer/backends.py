@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
@@ -15,6 +14,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from torch import nn
 
+from .ddim import StepTimes
 from .errors import ModelLoadError
 from .optimization import EAGER, Optimizations
 
@@ -30,18 +30,18 @@ PREVIEW_MAX_SIDE = 256
 VAE_TILE_SIDE = 768
 
 
-@dataclass(frozen=True)
-class TextCondition:
+class TextCondition(NamedTuple):
     """Text embeddings for the UNet's cross-attention, computed once per job.
 
     Attributes:
         embeds: (1, L, D) for a single pass (the empty prompt alone, or one text alone),
             or (2, L, D) = [empty prompt, text] for classifier-free guidance.
-        cfg_scale: ε = ε(∅) + cfg_scale·(ε(text) − ε(∅)); used only with two embeddings.
+        cfg_scale: 0-dim tensor on the embeddings' device: ε = ε(∅) + cfg_scale·(ε(text) − ε(∅)),
+            used only with two embeddings (a tensor, so a captured graph reads each job's own).
     """
 
     embeds: torch.Tensor
-    cfg_scale: float = 1.0
+    cfg_scale: torch.Tensor
 
 
 # What a backend's UNet is conditioned on: text embeddings, or nothing for unconditional models.
@@ -76,8 +76,6 @@ class DiffusionBackend(ABC):
         # The scheduler always receives ε (see :meth:`to_epsilon`).
         config["prediction_type"] = "epsilon"
         self.scheduler_config = config
-        self.alphas_cumprod = self.new_scheduler().alphas_cumprod
-        self._timestep_tables: dict[torch.device, torch.Tensor] = {}
 
     @property
     @abstractmethod
@@ -115,31 +113,16 @@ class DiffusionBackend(ABC):
         return None
 
     @abstractmethod
-    def eps(self, sample: torch.Tensor, t: torch.Tensor, cond: Condition, optimizations: Optimizations = EAGER) -> torch.Tensor:
-        """Predicted noise ε(x_t, t) in ``sample``'s dtype; the networks run as ``optimizations`` says.
+    def eps(self, sample: torch.Tensor, times: StepTimes, cond: Condition, optimizations: Optimizations = EAGER) -> torch.Tensor:
+        """Predicted noise ε(x_t, t) in ``sample``'s dtype, with t and its ᾱ from ``times`` (device tensors, no host
+        synchronisation); the networks run as ``optimizations`` says."""
 
-        ``t`` is best a CPU timestep (see :meth:`net_timestep`).
-        """
-
-    def net_timestep(self, t: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """The timestep ``t`` as a 0-dim tensor on ``device``, without a transfer.
-
-        A CPU timestep handed to a diffusers UNet on the GPU is copied with a blocking
-        ``.to(device)``, which waits for every queued kernel. Instead, every training timestep
-        goes to the device once, and indexing that table with a Python int is a view.
-        """
-        table = self._timestep_tables.get(device)
-        if table is None:
-            table = self._timestep_tables[device] = torch.arange(len(self.alphas_cumprod), device=device)
-        return table[int(t)]
-
-    def to_epsilon(self, output: torch.Tensor, sample: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def to_epsilon(self, output: torch.Tensor, sample: torch.Tensor, times: StepTimes) -> torch.Tensor:
         """The model's raw output as ε: unchanged for ε-models, ε = √ᾱ·v + √(1-ᾱ)·x_t for v-models."""
         if self.prediction_type == "epsilon":
             return output
-        # ᾱ stays a CPU scalar: CUDA kernels take it as an argument, with no copy to wait for.
-        alpha_bar = self.alphas_cumprod[int(t)].to(dtype=sample.dtype)
-        return alpha_bar.sqrt() * output + (1 - alpha_bar).sqrt() * sample
+        sqrt_ab, sqrt_1mab = times.unet
+        return sqrt_ab * output + sqrt_1mab * sample
 
 
 class PixelBackend(DiffusionBackend):
@@ -168,11 +151,11 @@ class PixelBackend(DiffusionBackend):
     def decode(self, sample: torch.Tensor, optimizations: Optimizations = EAGER) -> torch.Tensor:
         return sample
 
-    def eps(self, sample: torch.Tensor, t: torch.Tensor, cond: Condition, optimizations: Optimizations = EAGER) -> torch.Tensor:
-        out = optimizations.network(self.unet)(sample, self.net_timestep(t, sample.device)).sample
+    def eps(self, sample: torch.Tensor, times: StepTimes, cond: Condition, optimizations: Optimizations = EAGER) -> torch.Tensor:
+        out = optimizations.network(self.unet)(sample, times.t).sample
         # Models trained with a learned variance (e.g. OpenAI's) output [ε, v]; DDIM needs ε only.
         # Under autocast the UNet answers in half precision; the DDIM arithmetic stays in the sample's.
-        return self.to_epsilon(out[:, : sample.shape[1]].to(sample.dtype), sample, t)
+        return self.to_epsilon(out[:, : sample.shape[1]].to(sample.dtype), sample, times)
 
 
 class LatentBackend(DiffusionBackend):
@@ -262,12 +245,12 @@ class LatentBackend(DiffusionBackend):
         text embeddings (``styles``' weights sum to 1).
         """
         if cfg_scale == 0 or not styles:
-            return TextCondition(self.embed([""]))
-        if len(styles) == 1:
-            prompt = styles[0][0]
-            return TextCondition(self.embed([prompt])) if cfg_scale == 1 else TextCondition(self.embed(["", prompt]), cfg_scale)
-        blend = sum(weight * self.embed([prompt]) for prompt, weight in styles)
-        return TextCondition(blend) if cfg_scale == 1 else TextCondition(torch.cat([self.embed([""]), blend]), cfg_scale)
+            return self._condition(self.embed([""]), cfg_scale)
+        text = self.embed([styles[0][0]]) if len(styles) == 1 else sum(weight * self.embed([prompt]) for prompt, weight in styles)
+        return self._condition(text if cfg_scale == 1 else torch.cat([self.embed([""]), text]), cfg_scale)
+
+    def _condition(self, embeds: torch.Tensor, cfg_scale: float) -> TextCondition:
+        return TextCondition(embeds, torch.tensor(cfg_scale, dtype=torch.float32, device=embeds.device))
 
     def inversion_condition(self, reference: str) -> TextCondition:
         """Invert with the reference text (it describes the input), without classifier-free guidance.
@@ -277,18 +260,18 @@ class LatentBackend(DiffusionBackend):
         The empty prompt (``condition(..., cfg_scale=0)``) would work too; it matches the
         sampler exactly only when the job also runs with ``cfg_scale`` 0.
         """
-        return TextCondition(self.embed([reference]))
+        return self._condition(self.embed([reference]), 1.0)
 
-    def eps(self, sample: torch.Tensor, t: torch.Tensor, cond: TextCondition, optimizations: Optimizations = EAGER) -> torch.Tensor:
+    def eps(self, sample: torch.Tensor, times: StepTimes, cond: TextCondition, optimizations: Optimizations = EAGER) -> torch.Tensor:
         """Predicted ε(x_t, t | text), in float32; differentiable with respect to ``sample``."""
         batch = cond.embeds.shape[0]
         x = sample.to(self.dtype).expand(batch, -1, -1, -1)
         unet = optimizations.network(self.unet)
-        out = unet(x, self.net_timestep(t, x.device), encoder_hidden_states=cond.embeds).sample.float()
+        out = unet(x, times.t, encoder_hidden_states=cond.embeds).sample.float()
         if batch > 1:
             uncond, text = out.chunk(2)
             out = uncond + cond.cfg_scale * (text - uncond)
-        return self.to_epsilon(out, sample, t)
+        return self.to_epsilon(out, sample, times)
 
 
 class LatentParts(NamedTuple):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -82,25 +83,126 @@ def style_direction(clip: ClipEncoder, config: StyleConfig, source_embed: torch.
     return F.normalize((1 - blend) * text + blend * picture, dim=-1)
 
 
+class LossTensors(NamedTuple):
+    """Everything a job's loss reads that may change from job to job, as device tensors.
+
+    A captured CUDA graph reads its own copy of these; a new job copies its values in
+    (see :mod:`stylizer.graphs`), so sliders and pictures change without a new capture.
+
+    Attributes:
+        source: (1, 3, H, W) input picture in [0, 1].
+        source_embed: (1, D) its unit CLIP embedding.
+        source_vgg: its VGG16 content features.
+        delta_text: (D,) the unit style direction.
+        weights: (4,) λ of each term, in :data:`TERMS` order.
+        threshold: 0-dim patch threshold τ.
+        distortion: 0-dim perspective strength of the crops.
+        region: (1, 1, H, W) mask weights, or None.
+        crop_cdf: cumulative mask weights where crops are centred, or None.
+    """
+
+    source: torch.Tensor
+    source_embed: torch.Tensor
+    source_vgg: tuple[torch.Tensor, ...]
+    delta_text: torch.Tensor
+    weights: torch.Tensor
+    threshold: torch.Tensor
+    distortion: torch.Tensor
+    region: torch.Tensor | None
+    crop_cdf: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class LossPlan:
+    """What shapes the loss's work (a captured graph is specialised on it).
+
+    Attributes:
+        terms: the terms computed, a subset of :data:`TERMS` in its order.
+        patch_size: crop window side in px.
+        clip_size: CLIP's input side in px.
+    """
+
+    terms: tuple[str, ...]
+    patch_size: int
+    clip_size: int
+
+
+def loss_terms(
+    clip: ClipEncoder,
+    vgg: VggEncoder,
+    image: torch.Tensor,
+    plan: LossPlan,
+    tensors: LossTensors,
+    crop_draws: torch.Tensor | None,
+    optimizations: Optimizations,
+) -> dict[str, torch.Tensor]:
+    """The unweighted loss terms of ``image`` ((1, 3, H, W) in [0, 1]) named in ``plan``, as 0-dim tensors.
+
+    A pure function of its tensors: no host synchronisation, no randomness of its own (the
+    crops come from ``crop_draws``, see :func:`stylizer.losses.crop_uniforms`).
+    """
+    if tensors.region is not None:
+        image = tensors.region * image + (1 - tensors.region) * tensors.source
+    out: dict[str, torch.Tensor] = {}
+    crops = None
+    if "patch" in plan.terms:
+        crops = losses.random_perspective_crops(image, plan.patch_size, plan.clip_size, tensors.distortion, crop_draws, tensors.crop_cdf)
+    image_embed, crop_embeds = _embed(clip, image if "dir" in plan.terms else None, crops, optimizations)
+    if image_embed is not None:
+        out["dir"] = losses.directional_loss(image_embed - tensors.source_embed, tensors.delta_text).mean()
+    if crop_embeds is not None:
+        out["patch"] = losses.patch_directional_loss(crop_embeds, tensors.source_embed, tensors.delta_text, tensors.threshold)
+    if "content" in plan.terms:
+        out["content"] = losses.content_loss(optimizations.network(vgg)(image), tensors.source_vgg)
+    if "tv" in plan.terms:
+        out["tv"] = losses.total_variation(image)
+    return out
+
+
+def weighted_sum(terms: dict[str, torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+    """Σ λ_k·term_k over the given terms, with λ from ``weights`` in :data:`TERMS` order."""
+    return sum(weights[TERMS.index(name)] * value for name, value in terms.items())
+
+
+def _embed(
+    clip: ClipEncoder, image: torch.Tensor | None, crops: torch.Tensor | None, optimizations: Optimizations
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """CLIP embeddings of the whole image and of its crops (either may be None).
+
+    With ``batch_clip`` both go through CLIP as one batch: one pass over the weights
+    instead of two, and one set of kernel launches.
+    """
+    if optimizations.batch_clip and image is not None and crops is not None:
+        embeds = clip.encode_images(torch.cat([clip.fit(image), crops]), optimizations)
+        return embeds[:1], embeds[1:]
+    return (
+        None if image is None else clip.encode_images(image, optimizations),
+        None if crops is None else clip.encode_images(crops, optimizations),
+    )
+
+
 class StyleObjective:
     """L = λ_dir·L_dir + λ_patch·L_patch + λ_c·L_content + λ_tv·L_tv for one job.
+
+    It holds the job's :class:`LossTensors` and its crop generator; the loss itself is
+    :func:`loss_terms`, a pure function the guided step (eager or captured) calls.
 
     Args:
         clip: guidance CLIP.
         vgg: content-feature VGG16.
         source: (1, 3, H, W) input image in [0, 1].
         config: validated job settings (weights, patch settings, seed).
+        optimizations: how the networks run inside the guided step (see :mod:`stylizer.optimization`). The
+            source's features and the frames' loss readings use the same precision and layout,
+            so that an unchanged image has (near) zero content loss, but never compile: a call
+            made once a job or once a frame would pay a compilation (a minute on a real-size
+            model, per grad mode and batch size) for nothing.
         features: the source's CLIP embedding and VGG features when already known (see
             :mod:`stylizer.prepared`); computed from ``source`` otherwise.
         region: (1, 1, H, W) weights in [0, 1]: the losses then see ``region``·image +
             (1 − ``region``)·source, and the patch crops are centred where it is on (see :mod:`stylizer.mask`).
         style_embed: (1, D) CLIP embedding of a style picture, whose direction from the source
             joins (or, without a prompt, replaces) the text's (see :func:`style_direction`).
-        optimizations: how the networks run inside the guided step (see :mod:`stylizer.optimization`). The
-            source's features and the frames' loss readings use the same precision and layout,
-            so that an unchanged image has (near) zero content loss, but never compile: a call
-            made once a job or once a frame would pay a compilation (a minute on a real-size
-            model, per grad mode and batch size) for nothing.
     """
 
     def __init__(
@@ -118,19 +220,29 @@ class StyleObjective:
         self.clip = clip
         self.vgg = vgg
         self.config = config
-        self.source = source
-        self.region = region
-        self.crop_where = None if region is None else region[0, 0].detach().float().cpu()
         self.optimizations = optimizations
         self.uncompiled = dataclasses.replace(optimizations, compile=False)
         self.weights = config.weights
-        self.crop_generator = torch.Generator().manual_seed(config.seed + 1)
+        device = source.device
+        # Drawn on the job's device: crops never wait for a host-side copy.
+        self.crop_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
         features = features or source_features(clip, vgg, source, optimizations)
-        self.source_embed, self.source_features = features.embed, list(features.vgg)
         with torch.no_grad():
-            self.delta_text = style_direction(clip, config, self.source_embed, style_embed)
+            delta_text = style_direction(clip, config, features.embed, style_embed)
         # A style picture identical to the input points nowhere: the directional terms then have nothing to say.
-        self.has_direction = bool(self.delta_text.norm() > DIRECTION_EPS)
+        self.has_direction = bool(delta_text.norm() > DIRECTION_EPS)
+        scalar = lambda value: torch.tensor(value, dtype=torch.float32, device=device)  # noqa: E731
+        self.tensors = LossTensors(
+            source=source,
+            source_embed=features.embed,
+            source_vgg=tuple(features.vgg),
+            delta_text=delta_text,
+            weights=torch.tensor([self.weights[name] for name in TERMS], dtype=torch.float32, device=device),
+            threshold=scalar(config.threshold),
+            distortion=scalar(config.distortion),
+            region=region,
+            crop_cdf=None if region is None else losses.crop_cdf(region[0, 0].detach()),
+        )
 
     @property
     def active(self) -> tuple[str, ...]:
@@ -142,58 +254,31 @@ class StyleObjective:
             return False
         return term != "patch" or self.config.n_patches > 0
 
+    def plan(self, names: tuple[str, ...]) -> LossPlan:
+        """The :class:`LossPlan` computing ``names`` (patch only when there are crops)."""
+        terms = tuple(t for t in TERMS if t in names and (t != "patch" or self.config.n_patches > 0))
+        return LossPlan(terms, self.config.patch_size, self.clip.image_size)
+
+    def crop_draws(self) -> torch.Tensor | None:
+        """The next step's crop draws from the job's generator (None without patches)."""
+        n = self.config.n_patches
+        return losses.crop_uniforms(n, self.crop_generator) if n > 0 else None
+
     def terms(
         self, image: torch.Tensor, names: tuple[str, ...] = TERMS, optimizations: Optimizations | None = None
     ) -> dict[str, torch.Tensor]:
-        """Unweighted loss terms of ``image`` ((1, 3, H, W) in [0, 1]), for the requested names.
+        """Unweighted loss terms of ``image`` ((1, 3, H, W) in [0, 1]), for the requested names, with fresh crops.
 
         Args:
             optimizations: how the networks run (default: as in the guided step).
         """
-        cfg = self.config
-        optimizations = optimizations or self.optimizations
-        if self.region is not None:
-            image = self.region * image + (1 - self.region) * self.source
-        out: dict[str, torch.Tensor] = {}
-        crops = None
-        if "patch" in names and cfg.n_patches > 0:
-            crops = losses.random_perspective_crops(
-                image, cfg.n_patches, cfg.patch_size, self.clip.image_size, cfg.distortion, self.crop_generator, self.crop_where
-            )
-        image_embed, crop_embeds = self._embed(image if "dir" in names else None, crops, optimizations)
-        if image_embed is not None:
-            out["dir"] = losses.directional_loss(image_embed - self.source_embed, self.delta_text).mean()
-        if crop_embeds is not None:
-            out["patch"] = losses.patch_directional_loss(crop_embeds, self.source_embed, self.delta_text, cfg.threshold)
-        if "content" in names:
-            out["content"] = losses.content_loss(self._features(image, optimizations), self.source_features)
-        if "tv" in names:
-            out["tv"] = losses.total_variation(image)
-        return out
-
-    def _embed(
-        self, image: torch.Tensor | None, crops: torch.Tensor | None, optimizations: Optimizations
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """CLIP embeddings of the whole image and of its crops (either may be None).
-
-        With ``batch_clip`` both go through CLIP as one batch: one pass over the weights
-        instead of two, and one set of kernel launches.
-        """
-        if optimizations.batch_clip and image is not None and crops is not None:
-            embeds = self.clip.encode_images(torch.cat([self.clip.fit(image), crops]), optimizations)
-            return embeds[:1], embeds[1:]
-        return (
-            None if image is None else self.clip.encode_images(image, optimizations),
-            None if crops is None else self.clip.encode_images(crops, optimizations),
-        )
-
-    def _features(self, image: torch.Tensor, optimizations: Optimizations) -> list[torch.Tensor]:
-        """The VGG16 content features of ``image``."""
-        return optimizations.network(self.vgg)(image)
+        plan = self.plan(names)
+        draws = self.crop_draws() if "patch" in plan.terms else None
+        return loss_terms(self.clip, self.vgg, image, plan, self.tensors, draws, optimizations or self.optimizations)
 
     def weighted_sum(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """Σ λ_k·term_k over the given terms."""
-        return sum(self.weights[name] * value for name, value in terms.items())
+        return weighted_sum(terms, self.tensors.weights)
 
     @torch.no_grad()
     def measure(self, image: torch.Tensor) -> dict[str, float]:

@@ -7,8 +7,13 @@
 * on CUDA: the networks' forward passes run under bfloat16 autocast (the losses, the
   crops' sampling grid and the DDIM arithmetic stay float32, and the backward pass runs
   outside autocast, as PyTorch requires), the conv nets keep their weights channels_last,
-  and each network is ``torch.compile``-d on its first call and kept for later jobs
-  (:func:`stylizer.warmup.warmup` makes that first call at start-up).
+  and every step of the loop (the inversion's, the unguided one, the guided one with its
+  backward pass) replays as a CUDA graph captured on first use (:mod:`stylizer.graphs`;
+  :func:`stylizer.warmup.warmup` captures the default size at start-up). Not on ZeroGPU,
+  which forks a fresh process per job.
+
+``torch.compile`` of each network (``compile``, with a ``compile_mode``) stays available to
+the benchmark, which compares it with the graphs.
 
 The CPU never compiles or autocasts, so there both paths compute the same float32
 image up to the order of floating-point sums. ``optimize=None``, the default
@@ -52,6 +57,8 @@ class Optimizations:
         compile_mode: ``torch.compile``'s ``mode``: None for its default, ``"reduce-overhead"``
             to replay each network as a CUDA graph (fewer kernel launches, more memory),
             ``"max-autotune"`` to also search kernels (a much longer compile).
+        cuda_graphs: replay each whole step as a CUDA graph (on CUDA; see :mod:`stylizer.graphs`).
+            Not with ``compile``: a compiled network's own graphs cannot nest in a capture.
     """
 
     batch_clip: bool = False
@@ -59,6 +66,11 @@ class Optimizations:
     channels_last: bool = False
     compile: bool = False
     compile_mode: str | None = None
+    cuda_graphs: bool = False
+
+    def __post_init__(self) -> None:
+        if self.compile and self.cuda_graphs:
+            raise ConfigError("compile and cuda_graphs exclude each other: choose one")
 
     def network(self, module: nn.Module, method: str = "forward") -> Callable:
         """``module.<method>`` as the guided step runs it: compiled and under autocast where these are on.
@@ -74,7 +86,9 @@ class Optimizations:
         dtype = self.autocast
 
         def autocast_call(*args: Any, **kwargs: Any) -> Any:
-            with torch.autocast(device_type, dtype=dtype):
+            # No weight-cast cache: each weight is cast once per call anyway, and a CUDA graph
+            # capture must not keep casts made outside it.
+            with torch.autocast(device_type, dtype=dtype, cache_enabled=False):
                 return call(*args, **kwargs)
 
         return autocast_call
@@ -110,8 +124,8 @@ def optimizations_for(device: torch.device, optimize: bool | None = None, dtype:
     if dtype is None:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     autocast = None if dtype == torch.float32 else dtype
-    # ZeroGPU forks a fresh GPU process per job and does not support torch.compile.
-    return Optimizations(batch_clip=True, autocast=autocast, channels_last=True, compile=not on_zero_gpu())
+    # ZeroGPU forks a fresh GPU process per job: a capture would never be replayed.
+    return Optimizations(batch_clip=True, autocast=autocast, channels_last=True, cuda_graphs=not on_zero_gpu())
 
 
 def resolve(device: torch.device, optimize: bool | Optimizations | None) -> Optimizations:

@@ -20,6 +20,7 @@ A cached value is the very tensor a cold run computes, so results are unchanged.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections import Counter, OrderedDict
@@ -32,11 +33,13 @@ from PIL import Image
 
 from . import optimization
 from .config import StyleConfig
+from .ddim import StepTimes, inversion_times
 from .errors import ConfigError
 from .images import output_size, to_tensor, working_size
 from .loading import Models
 from .objective import SourceFeatures, source_features
 from .optimization import Optimizations
+from .step import run_inversion_step
 
 DEFAULT_ENTRIES = 8
 ENTRIES_ENV = "STYLIZER_CACHE_ENTRIES"
@@ -237,8 +240,7 @@ def prepare_picture(
     work = working_size(*image.size, config.size, backend.multiple)
     source = to_tensor(image, work).to(device)
     scheduler = backend.new_scheduler()
-    # Host timesteps: the scheduler's lookups then never wait for the GPU, and the backends
-    # find each one's device copy without a transfer (see DiffusionBackend.net_timestep).
+    # Host timesteps: the step tables are built from them once per job (see stylizer.ddim).
     scheduler.set_timesteps(config.steps)
     timesteps = scheduler.timesteps[config.steps - config.denoise_steps :]
     key = picture_key(models, source, optimizations) if cache is not None else ()
@@ -282,8 +284,8 @@ def _inverted(
     condition = backend.inversion_condition(config.reference)
     scheduler, timesteps = schedule
     steps: list[torch.Tensor] = []
-    eps = lambda x, t: backend.eps(x, t, condition, optimizations)  # noqa: E731
-    ddim_invert(eps, entry.clean.to(device), timesteps, scheduler, on_invert, steps)
+    step = functools.partial(run_inversion_step, models, optimizations, cond=condition)
+    ddim_invert(step, entry.clean.to(device), inversion_times(scheduler, timesteps, device), on_invert, steps)
     inversion = Inversion(tuple(reversed(steps)) if trajectory else (steps[-1],))
     if cache is not None:
         entry.add_inversion(key, Inversion(tuple(cache.stored(x) for x in inversion.trajectory)))
@@ -291,39 +293,30 @@ def _inverted(
 
 
 def ddim_invert(
-    eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    step: Callable[[torch.Tensor, StepTimes], torch.Tensor],
     clean: torch.Tensor,
-    timesteps: torch.Tensor,
-    scheduler: DDIMScheduler,
+    times: list[StepTimes],
     on_step: Callable[[int, int], None] | None = None,
     record: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Deterministic DDIM inversion: run the eta=0 update backwards from ``clean`` to ``timesteps[0]``.
+    """Deterministic DDIM inversion: run the η = 0 update backwards from ``clean`` to the first timestep.
 
-    Mirrors ``DDIMScheduler.step`` exactly (same ᾱ for the previous step, same
-    final ᾱ), evaluating ε at the target timestep as in null-text inversion.
+    Mirrors ``DDIMScheduler.step`` exactly (same ᾱ for the previous step, same final ᾱ),
+    evaluating ε at the target timestep as in null-text inversion.
 
     Args:
-        eps_fn: ε(x, t).
+        step: one inversion step, x and its :class:`StepTimes` -> x at the later timestep
+            (see :func:`stylizer.step.inversion_step`).
         clean: x at the end of the schedule (the encoded input).
-        timesteps: the descending timesteps the sampler will run.
-        scheduler: a scheduler after ``set_timesteps``.
+        times: the steps from :func:`stylizer.ddim.inversion_times`.
         on_step: called as ``on_step(done, total)`` after every inversion step.
-        record: when given, each step's result is appended (x at ``timesteps[-1]`` first).
+        record: when given, each step's result is appended (x at the job's last timestep first).
     """
-    stride = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
     x = clean
-    for done, t in enumerate(reversed(timesteps), start=1):
-        prev = int(t) - stride
-        alpha_cur = scheduler.alphas_cumprod[prev] if prev >= 0 else scheduler.final_alpha_cumprod
-        alpha_next = scheduler.alphas_cumprod[int(t)]
-        # CPU scalars, as in guided_eps: no copy to the device to wait for.
-        alpha_cur, alpha_next = alpha_cur.to(dtype=x.dtype), alpha_next.to(dtype=x.dtype)
-        eps = eps_fn(x, t)
-        pred_clean = (x - (1 - alpha_cur).sqrt() * eps) / alpha_cur.sqrt()
-        x = alpha_next.sqrt() * pred_clean + (1 - alpha_next).sqrt() * eps
+    for done, step_times in enumerate(times, start=1):
+        x = step(x, step_times)
         if record is not None:
             record.append(x)
         if on_step is not None:
-            on_step(done, len(timesteps))
+            on_step(done, len(times))
     return x

@@ -1,13 +1,15 @@
 """The guided DDIM loop, as a generator of :class:`Frame` objects.
 
-For each step: predict ε, form x̂0, decode it to pixels, evaluate the style
-objective, take its gradient (through the UNet in ``full`` mode, on x̂0 alone in
-``fast`` mode), shift ε by √(1-ᾱ_t)·g and let diffusers' ``DDIMScheduler`` step.
-The loop knows nothing of the UI: callers iterate it and may stop at any frame.
+Each step is :func:`stylizer.step.denoise_step`: predict ε, form x̂0, decode it to pixels,
+evaluate the style objective, take its gradient (through the UNet in ``full`` mode, on x̂0
+alone in ``fast`` mode), shift ε by √(1-ᾱ_t)·g and take the DDIM move. Steps outside the
+guidance window (``guide_start``, ``guide_end``) are unguided. The loop knows nothing of the
+UI: callers iterate it and may stop at any frame.
 
-Inside the loop nothing waits for the GPU except a frame (its image and its loss
-values): timesteps stay on the host, the loss terms stay tensors between frames.
-``optimize`` picks the eager reference or the optimised step (see :mod:`stylizer.optimization`).
+Inside the loop nothing waits for the GPU except a frame (its image and its loss values):
+the steps' coefficients are read from a device table, the loss terms stay tensors between
+frames. ``optimize`` picks the eager reference or the optimised step, which replays each step
+as a CUDA graph on a GPU (see :mod:`stylizer.optimization` and :mod:`stylizer.graphs`).
 """
 
 from __future__ import annotations
@@ -16,19 +18,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
-from diffusers import DDIMScheduler
 from PIL import Image
 
-from .backends import Condition, DiffusionBackend
+from .backends import DiffusionBackend
 from .config import StyleConfig
+from .ddim import StepTimes, clip_range, sampling_times
 from .errors import ConfigError
 from .finish import Finish
 from .images import to_pil, to_tensor
 from .loading import Models
 from .mask import as_tensor, at_latent, check_mask, feathered
 from .objective import StyleObjective, source_features
-from .optimization import EAGER, Optimizations
+from .optimization import Optimizations
 from .prepared import Prepared, PreparedCache, prepare_picture
+from .step import UNGUIDED, JobTensors, StepPlan, run_step
 
 # Guidance gradients of mean-type losses shrink with the pixel count; rescaling to this
 # reference area keeps a slider's meaning the same at every resolution.
@@ -93,24 +96,101 @@ def stylize(
     Raises:
         ConfigError: neither a prompt nor a style picture; InputError: a mask that does not fit.
     """
+    ready = ready_job(models, image, config, optimize=optimize, cache=cache, on_invert=on_invert, mask=mask, style_image=style_image)
+    if on_prepared is not None:
+        on_prepared(ready.prepared.reused)
+    backend, prepared, objective, finish = models.backend, ready.prepared, ready.objective, ready.finish
+    optimizations, total = prepared.optimizations, len(ready.times)
+    sample = ready.trajectory[0]
+    for index, times in enumerate(ready.times):
+        if optimizations.compile and optimizations.compile_mode == "reduce-overhead":
+            # CUDA graphs reuse their output buffers: mark where the last step's outputs stop being needed.
+            torch.compiler.cudagraph_mark_step_begin()
+        plan, job = ready.step_at(index, config)
+        draws = objective.crop_draws() if plan.loss is not None and "patch" in plan.loss.terms else None
+        step = run_step(models, plan, optimizations, sample, times, draws, job)
+        sample = step.sample
+        if ready.blend is not None:
+            # Blended Latent Diffusion: outside the mask the sample follows the input's own trajectory.
+            sample = ready.blend * sample + (1 - ready.blend) * ready.trajectory[index + 1]
+        done = index + 1
+        if on_step is not None:
+            on_step(done, total)
+        if done < total and (done == 1 or done % config.preview_every == 0):
+            losses = {name: float(value) for name, value in step.terms.items()}
+            yield Frame(done, total, finish(to_pil(backend.preview(step.pred_clean), prepared.out)), losses)
+
+    with torch.no_grad():
+        result = backend.decode(sample).clamp(-1, 1)
+        final = finish(to_pil(result, prepared.out))
+        # The losses of what is shown: the finished picture when finishing changed it.
+        measured = (to_tensor(final, prepared.work).to(models.device) + 1) / 2 if finish.changes_pixels else (result + 1) / 2
+        final_terms = objective.measure(measured)
+    yield Frame(total, total, final, final_terms, final=True)
+
+
+@dataclass
+class ReadyJob:
+    """A job ready for its first step: the prepared picture, the objective, the step plans with their tensors, and where it starts.
+
+    Attributes:
+        prepared: the picture, encoded and (start ``invert``) inverted.
+        objective: the job's loss.
+        finish: what every frame's picture goes through (mask composite, kept colours).
+        guided, unguided: the step plans inside and outside the guidance window (``guided`` None: nothing guides).
+        guided_job, unguided_job: the tensors each plan's steps read.
+        times: each step's timestep and coefficients.
+        trajectory: the start point, then (with a mask) the input at each later timestep.
+        blend: the mask at the sample's size, or None.
+    """
+
+    prepared: Prepared
+    objective: StyleObjective
+    finish: Finish
+    guided: StepPlan | None
+    unguided: StepPlan
+    guided_job: JobTensors
+    unguided_job: JobTensors
+    times: list[StepTimes]
+    trajectory: list[torch.Tensor]
+    blend: torch.Tensor | None
+
+    def step_at(self, index: int, config: StyleConfig) -> tuple[StepPlan, JobTensors]:
+        """The plan and tensors of step ``index``: outside the guidance window [guide_start, guide_end), the unguided step."""
+        if self.guided is not None and config.guided_at(index):
+            return self.guided, self.guided_job
+        return self.unguided, self.unguided_job
+
+
+def ready_job(
+    models: Models,
+    image: Image.Image,
+    config: StyleConfig,
+    *,
+    optimize: bool | Optimizations | None = None,
+    cache: PreparedCache | None = None,
+    on_invert: Callable[[int, int], None] | None = None,
+    mask: Image.Image | None = None,
+    style_image: Image.Image | None = None,
+) -> ReadyJob:
+    """Everything :func:`stylize` does before its first step (the arguments are its own).
+
+    Raises:
+        ConfigError: neither a prompt nor a style picture; InputError: a mask that does not fit.
+    """
     if not config.styles and style_image is None:
         raise ConfigError("prompt is empty: describe the style in a few words, or give a style picture")
     region = None if mask is None else check_mask(mask, image, config.invert_mask)
     backend, device = models.backend, models.device
     prepared = prepare_picture(models, image, config, optimize=optimize, cache=cache, on_invert=on_invert, trajectory=region is not None)
-    if on_prepared is not None:
-        on_prepared(prepared.reused)
-    optimizations, scheduler, timesteps, work = prepared.optimizations, prepared.scheduler, prepared.timesteps, prepared.work
-    total = len(timesteps)
-    source01 = (prepared.source + 1) / 2
+    optimizations, work = prepared.optimizations, prepared.work
     out_source = image.resize(prepared.out, Image.Resampling.LANCZOS)
     weights = None if region is None else feathered(region, prepared.out, config.feather_px(max(prepared.out)))
-    finish = Finish(out_source, config.keep_colors, weights)
     weights_work = None if weights is None else as_tensor(weights, work, device)
     objective = StyleObjective(
         models.clip,
         models.vgg,
-        source01,
+        (prepared.source + 1) / 2,
         config,
         optimizations,
         prepared.features,
@@ -119,44 +199,20 @@ def stylize(
     )
     cond = backend.condition(config.styles, config.cfg_scale)
     trajectory = _source_trajectory(prepared, config.seed, keep=weights_work is not None)
-    sample = trajectory[0]
-    blend = None if weights_work is None else at_latent(weights_work, sample.shape)
-
-    area_gain = backend.grad_gain * (work[0] * work[1]) / REFERENCE_AREA
-    for index, t in enumerate(timesteps):
-        if optimizations.compile and optimizations.compile_mode == "reduce-overhead":
-            # CUDA graphs reuse their output buffers: mark where the last step's outputs stop being needed.
-            torch.compiler.cudagraph_mark_step_begin()
-        eps, pred_clean, terms = guided_eps(
-            backend,
-            objective,
-            sample,
-            t,
-            cond,
-            scheduler,
-            mode=config.mode,
-            gain=area_gain,
-            max_shift=config.max_shift,
-            optimizations=optimizations,
-        )
-        sample = scheduler.step(eps, t, sample, eta=0.0).prev_sample.detach()
-        if blend is not None:
-            # Blended Latent Diffusion: outside the mask the sample follows the input's own trajectory.
-            sample = blend * sample + (1 - blend) * trajectory[index + 1]
-        done = index + 1
-        if on_step is not None:
-            on_step(done, total)
-        if done < total and (done == 1 or done % config.preview_every == 0):
-            losses = {name: float(value) for name, value in terms.items()}
-            yield Frame(done, total, finish(to_pil(backend.preview(pred_clean), prepared.out)), losses)
-
-    with torch.no_grad():
-        result = backend.decode(sample).clamp(-1, 1)
-        final = finish(to_pil(result, prepared.out))
-        # The losses of what is shown: the finished picture when finishing changed it.
-        measured = (to_tensor(final, work).to(device) + 1) / 2 if finish.changes_pixels else (result + 1) / 2
-        final_terms = objective.measure(measured)
-    yield Frame(total, total, final, final_terms, final=True)
+    guided, unguided = step_plans(backend, objective, config, work, clip_range(prepared.scheduler))
+    max_shift = torch.tensor(config.max_shift, dtype=torch.float32, device=device)
+    return ReadyJob(
+        prepared=prepared,
+        objective=objective,
+        finish=Finish(out_source, config.keep_colors, weights),
+        guided=guided,
+        unguided=unguided,
+        guided_job=JobTensors(cond, objective.tensors, max_shift),
+        unguided_job=JobTensors(cond, None, max_shift),
+        times=sampling_times(prepared.scheduler, prepared.timesteps, device),
+        trajectory=trajectory,
+        blend=None if weights_work is None else at_latent(weights_work, trajectory[0].shape),
+    )
 
 
 def _source_trajectory(prepared: Prepared, seed: int, keep: bool) -> list[torch.Tensor]:
@@ -181,68 +237,16 @@ def _style_embedding(models: Models, style_image: Image.Image, work: tuple[int, 
     return source_features(models.clip, models.vgg, style, optimizations).embed
 
 
-def guided_eps(
-    backend: DiffusionBackend,
-    objective: StyleObjective,
-    sample: torch.Tensor,
-    t: torch.Tensor,
-    cond: Condition,
-    scheduler: DDIMScheduler,
-    *,
-    mode: str,
-    gain: float,
-    max_shift: float = 0.0,
-    optimizations: Optimizations = EAGER,
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """ε′ = ε + √(1-ᾱ_t)·g for one step, with g the gradient of the weighted style loss.
-
-    Args:
-        backend: the diffusion model.
-        objective: the job's style loss.
-        sample: x_t.
-        t: the timestep, on the host (a device one makes every lookup wait for the GPU).
-        cond: the backend's conditioning for the style prompt.
-        scheduler: the job's scheduler (for ᾱ_t).
-        mode: ``"full"`` (gradient through the UNet) or ``"fast"`` (on x̂0 alone).
-        gain: scales the gradient into pixel-equivalent units at this resolution.
-        max_shift: cap on the RMS of the shift of ε (0: no cap).
-        optimizations: how the networks run.
-
-    Returns:
-        (ε′, x̂0 computed from the unguided ε, the unweighted loss terms as 0-dim tensors:
-        reading them is a host-device synchronisation, so callers do it only when they must).
-    """
-    # ᾱ stays where the scheduler keeps it: as a CPU scalar, CUDA kernels take it as an argument.
-    alpha_bar = scheduler.alphas_cumprod[int(t)].to(dtype=sample.dtype)
-    sqrt_ab, sqrt_1mab = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+def step_plans(
+    backend: DiffusionBackend, objective: StyleObjective, config: StyleConfig, work: tuple[int, int], clip: float | None
+) -> tuple[StepPlan | None, StepPlan]:
+    """The job's guided step plan (None when no loss can guide) and its unguided one."""
+    gain = backend.grad_gain * (work[0] * work[1]) / REFERENCE_AREA
+    unguided = StepPlan(UNGUIDED, None, gain, capped=False, clip=clip)
     active = objective.active
     if not active:
-        with torch.no_grad():
-            eps = backend.eps(sample, t, cond, optimizations)
-        return eps, (sample - sqrt_1mab * eps) / sqrt_ab, {}
-
-    with torch.enable_grad():
-        if mode == "full":
-            x = sample.detach().requires_grad_(True)
-            eps = backend.eps(x, t, cond, optimizations)
-            pred_clean = (x - sqrt_1mab * eps) / sqrt_ab
-            wrt, chain = x, 1.0
-        else:
-            with torch.no_grad():
-                eps = backend.eps(sample, t, cond, optimizations)
-            pred_clean = ((sample - sqrt_1mab * eps) / sqrt_ab).detach().requires_grad_(True)
-            # ∂x̂0/∂x_t without the UNet's Jacobian is 1/√ᾱ_t.
-            wrt, chain = pred_clean, 1.0 / sqrt_ab
-        terms = objective.terms((backend.decode(pred_clean, optimizations) + 1) / 2, active)
-        (grad,) = torch.autograd.grad(objective.weighted_sum(terms), wrt)
-    shift = sqrt_1mab * (grad * chain * gain)
-    if max_shift > 0:
-        # Trust region (as Disco Diffusion's clamp_grad): cap the RMS of the ε shift so that
-        # large weights saturate instead of blowing the sample out of range.
-        rms = shift.square().mean().sqrt()
-        shift = shift * (max_shift / rms.clamp(min=max_shift))
-    guided = eps.detach() + shift
-    return guided, pred_clean.detach(), {name: value.detach() for name, value in terms.items()}
+        return None, unguided
+    return StepPlan(config.mode, objective.plan(active), gain, capped=config.max_shift > 0, clip=clip), unguided
 
 
 def frame_steps(config: StyleConfig) -> list[int]:

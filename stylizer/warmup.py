@@ -1,8 +1,8 @@
-"""Start-up warm-up of the optimised guided step: compile its networks before the first job.
+"""Start-up warm-up of the optimised guided step: capture its CUDA graphs (or compile its networks) before the first job.
 
-``torch.compile`` works on a network's first call, which would otherwise land in a
-user's first job (a minute or more on a cold start). The app calls :func:`warmup`
-once per loaded model replica instead.
+The step loop's CUDA graphs are captured on first use (:mod:`stylizer.graphs`), and
+``torch.compile`` works on a network's first call; either would otherwise land in a user's
+first job. The app calls :func:`warmup` once per loaded model replica instead.
 """
 
 from __future__ import annotations
@@ -19,14 +19,17 @@ from .config import GUIDANCE_MODES, StyleConfig
 from .loading import Models
 from .optimization import Optimizations
 from .sampler import stylize
+from .step import uses_graphs
 
 log = logging.getLogger(__name__)
 
 # Where compiled kernels persist when TORCHINDUCTOR_CACHE_DIR is not set (inductor's own default is under /tmp).
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "stylizer" / "inductor"
-# Two guided steps: the first compiles every graph a job runs, and the second would catch a
-# recompilation on a new timestep before a user's job does.
+# Two steps: the first compiles (or captures) the guided step and the second would catch a
+# recompilation on a new timestep; with the guidance window below, the second is the unguided step.
 WARMUP_STEPS = 2
+# Guidance on the first warm-up step only, so that the unguided step's graph is captured too.
+WARMUP_GUIDE_END = 0.5
 # Mid-grey: the picture's content does not matter to the compiler, only its size.
 WARMUP_GREY = (128, 128, 128)
 
@@ -34,10 +37,11 @@ WARMUP_GREY = (128, 128, 128)
 def warmup(
     models: Models, size: int | None = None, optimize: bool | Optimizations | None = None, cache_dir: str | Path | None = None
 ) -> float:
-    """Run a short job in each guidance mode so that compilation happens now, not in a user's job.
+    """Run a short job in each guidance mode so that captures and compilation happen now, not in a user's job.
 
-    Only the optimised path on CUDA compiles; anywhere else this returns at once. The
-    compiled artefacts (inductor's FX-graph, AOTAutograd and Triton caches) persist in
+    Only the optimised path on CUDA captures or compiles; anywhere else this returns at once.
+    CUDA graphs are captured for ``size`` (the inversion step, the unguided step and the guided
+    step of each mode, at the default settings' shapes). The compiled artefacts (inductor's FX-graph, AOTAutograd and Triton caches) persist in
     ``cache_dir``, so a restart with the same models, torch and GPU reads them back
     instead of compiling again.
 
@@ -53,16 +57,18 @@ def warmup(
         The seconds it took (0 when there was nothing to compile).
     """
     optimizations = optimization.resolve(models.device, optimize)
-    if not optimizations.compile:
-        log.info("warm-up skipped: nothing is compiled on %s with %s", models.device, optimizations)
+    if not (optimizations.compile or uses_graphs(models, optimizations)):
+        log.info("warm-up skipped: nothing is compiled or captured on %s with %s", models.device, optimizations)
         return 0.0
     cache = persist_compile_cache(cache_dir)
     side = size or models.preset.size
     picture = Image.new("RGB", (side, side), WARMUP_GREY)
     started = time.perf_counter()
     for mode in GUIDANCE_MODES:
-        log.info("warm-up: compiling the %s guided step of %s at %d px on %s (cache: %s)", mode, models.name, side, models.device, cache)
-        config = StyleConfig(prompt="warm-up", size=side, steps=WARMUP_STEPS, strength=1.0, mode=mode).validated()
+        log.info("warm-up: the %s guided step of %s at %d px on %s (compile cache: %s)", mode, models.name, side, models.device, cache)
+        config = StyleConfig(
+            prompt="warm-up", size=side, steps=WARMUP_STEPS, strength=1.0, mode=mode, guide_end=WARMUP_GUIDE_END
+        ).validated()
         for _ in stylize(models, picture, config, optimize=optimizations):
             pass
     seconds = time.perf_counter() - started

@@ -34,6 +34,7 @@ CASE_FIELDS = {
     "first_frame_step",
     "end_to_end_s",
     "warmup_s",
+    "capture_s",
     "peak_memory_mb",
     "memory_kind",
     "memory_before_mb",
@@ -185,7 +186,7 @@ def test_bench_runs_on_the_cpu_and_its_json_has_every_figure(tmp_path, capsys):
     assert set(doc["settings"]["optimizations"]) == set(PATHS)
     assert doc["settings"]["optimizations"]["optimised"]["compile_mode"] == "reduce-overhead"
     assert {"name", "backend", "parameters", "load_s"} <= set(doc["models"])
-    assert {(c["path"], c["guidance"]) for c in doc["cases"]} == {(p, g) for p in PATHS for g in GUIDANCES}
+    assert {(c["path"], c["guidance"]) for c in doc["cases"]} == {(p, g) for p in PATHS for g in (*GUIDANCES, "fast-window")}
     for case in doc["cases"]:
         assert set(case) == CASE_FIELDS
         assert case["memory_kind"].startswith("cpu_")
@@ -199,6 +200,7 @@ def test_bench_runs_on_the_cpu_and_its_json_has_every_figure(tmp_path, capsys):
     for name in ("optimised_speedup_step", "optimised_speedup_end_to_end", "optimised_vs_eager_image"):
         assert set(ratios[name]) == set(GUIDANCES)
     assert all(diff["max"] <= CPU_TOLERANCE for diff in ratios["optimised_vs_eager_image"].values())
+    assert set(ratios["window_over_fast"]) == set(PATHS) and all(0 < r < 1.5 for r in ratios["window_over_fast"].values())
     printed = capsys.readouterr().out
     assert "optimised_speedup_step" in printed and "profile optimised/full:" in printed
 
@@ -207,7 +209,9 @@ def test_bench_rerun_times_cold_warm_and_preview_jobs(tmp_path, capsys):
     out = tmp_path / "rerun.json"
     argv = ["--preset", "tiny-latent", "--device", "cpu", "--steps", "6", "--strength", "1", "--patches", "2"]
     assert bench_main([*argv, "--rerun", "--preview-size", "32", "--preview-steps", "4", "--repeats", "2", "--out", str(out)]) == 0
-    rerun = json.loads(out.read_text())["rerun"]
+    reruns = json.loads(out.read_text())["rerun"]
+    assert set(reruns) == set(PATHS)
+    rerun = reruns["eager"]
     cases = rerun["cases"]
     assert list(cases) == ["cold", "warm", "preview"] and rerun["preview"] == {"size": 32, "steps": 4}
     assert cases["cold"]["inversion_hits"] == 0 and cases["warm"]["inversion_hits"] == cases["preview"]["inversion_hits"] == 2
@@ -219,7 +223,13 @@ def test_bench_rerun_times_cold_warm_and_preview_jobs(tmp_path, capsys):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("preset", ["tiny", "tiny-latent"])
 @pytest.mark.parametrize(
-    "optimize", [False, Optimizations(batch_clip=True, autocast=torch.bfloat16, channels_last=True)], ids=["eager", "optimised"]
+    "optimize",
+    [
+        False,
+        Optimizations(batch_clip=True, autocast=torch.bfloat16, channels_last=True),
+        Optimizations(batch_clip=True, autocast=torch.bfloat16, channels_last=True, cuda_graphs=True),
+    ],
+    ids=["eager", "optimised", "graphs"],
 )
 def test_the_guided_loop_never_waits_for_the_gpu(preset, optimize):
     """From the end of the first step to the end of the loop, any host-device synchronisation raises.

@@ -134,15 +134,16 @@ def test_outside_the_mask_every_step_follows_the_inputs_own_trajectory(monkeypat
 def test_patch_crops_are_centred_where_the_mask_is_on():
     import torch
 
-    from stylizer.losses import random_perspective_crops
+    from stylizer.losses import crop_cdf, crop_uniforms, random_perspective_crops
 
     image = torch.zeros(1, 3, 48, 64)
     image[..., 32:] = 1.0  # the right half is white
     where = torch.zeros(48, 64)
     where[:, :16] = 1.0  # crops only in the left quarter
-    crops = random_perspective_crops(image, 32, 8, 16, 0.0, torch.Generator().manual_seed(0), where)
+    draws = crop_uniforms(32, torch.Generator().manual_seed(0))
+    crops = random_perspective_crops(image, 8, 16, 0.0, draws, crop_cdf(where))
     assert crops.max() == 0
-    anywhere = random_perspective_crops(image, 32, 8, 16, 0.0, torch.Generator().manual_seed(0))
+    anywhere = random_perspective_crops(image, 8, 16, 0.0, draws)
     assert anywhere.max() > 0
 
 

@@ -12,10 +12,11 @@ from diffusers import DDIMScheduler, StableDiffusionPipeline
 from diffusers.models.autoencoders.vae import DecoderOutput
 from torch import nn
 
-from stylizer import loading
+from stylizer import loading, sampler
 from stylizer.backends import VAE_TILE_SIDE, LatentBackend, PixelBackend
 from stylizer.cli import main
 from stylizer.config import StyleConfig
+from stylizer.ddim import timestep_times
 from stylizer.errors import ModelLoadError
 from stylizer.images import to_pil, to_tensor
 from stylizer.loading import Models, load_models, resolve_preset
@@ -80,7 +81,8 @@ def test_cfg_scale_zero_changes_the_result(latent_models, unguided):
 
 def test_classifier_free_guidance_combines_the_two_passes(latent_models):
     backend = latent_models.backend
-    x, t = torch.randn(1, 4, 12, 16, generator=torch.Generator().manual_seed(0)), torch.tensor(500)
+    x = torch.randn(1, 4, 12, 16, generator=torch.Generator().manual_seed(0))
+    t = timestep_times(backend.new_scheduler(), 500, x.device)
     with torch.no_grad():
         uncond = backend.eps(x, t, backend.condition([("ink", 1.0)], 0.0))
         text = backend.eps(x, t, backend.condition([("ink", 1.0)], 1.0))
@@ -126,22 +128,15 @@ def test_final_image_is_the_full_decode_of_the_final_latent_not_the_preview(monk
     backend = latent_models.backend
     monkeypatch.setattr(backend, "preview_max_side", 32)  # 64 px frames: previews decode a half-size latent
     latents = []
-    new_scheduler = backend.new_scheduler
+    step = sampler.run_step
 
-    def recording_scheduler():
-        """The job's scheduler, keeping every latent its DDIM steps produce."""
-        scheduler = new_scheduler()
-        step = scheduler.step
+    def recorded_step(*args, **kwargs):
+        """The job's step, keeping every latent it produces."""
+        output = step(*args, **kwargs)
+        latents.append(output.sample)
+        return output
 
-        def recorded_step(*args, **kwargs):
-            output = step(*args, **kwargs)
-            latents.append(output.prev_sample)
-            return output
-
-        scheduler.step = recorded_step
-        return scheduler
-
-    monkeypatch.setattr(backend, "new_scheduler", recording_scheduler)
+    monkeypatch.setattr(sampler, "run_step", recorded_step)
     frames = run(latent_models, picture, steps=6, preview_every=1, **NO_GUIDANCE)
     final_latent = latents[-1]
     with torch.no_grad():

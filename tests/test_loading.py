@@ -16,6 +16,7 @@ from huggingface_hub import constants
 from safetensors.torch import save_file
 
 from stylizer import loading
+from stylizer.ddim import timestep_times
 from stylizer.errors import ConfigError, ModelLoadError
 from stylizer.loading import build, hub, load_models, load_preset, resolve_preset
 from stylizer.loading.build import build_clip, load_backend, load_clip, load_vgg
@@ -59,7 +60,7 @@ def test_pipeline_folder_with_unet_and_scheduler_subfolders_loads(tmp_path):
     DDPMScheduler(beta_schedule="linear").save_pretrained(tmp_path / "scheduler")
     backend = load_backend(str(tmp_path), torch.device("cpu"))
     x = torch.zeros(1, 3, 16, 16)
-    assert backend.eps(x, torch.tensor(10), None).shape == x.shape
+    assert backend.eps(x, timestep_times(backend.new_scheduler(), 10, x.device), None).shape == x.shape
 
 
 def test_weights_survive_the_round_trip(tmp_path):

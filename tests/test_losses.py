@@ -59,9 +59,9 @@ def test_total_variation_is_zero_for_constant_and_known_for_stripes():
 
 def test_perspective_crops_shape_determinism_and_content():
     image = torch.rand(1, 3, 48, 64)
-    crops = losses.random_perspective_crops(image, 5, 32, 24, 0.5, torch.Generator().manual_seed(0))
-    again = losses.random_perspective_crops(image, 5, 32, 24, 0.5, torch.Generator().manual_seed(0))
-    other = losses.random_perspective_crops(image, 5, 32, 24, 0.5, torch.Generator().manual_seed(1))
+    crops = losses.random_perspective_crops(image, 32, 24, 0.5, draws(5, 0))
+    again = losses.random_perspective_crops(image, 32, 24, 0.5, draws(5, 0))
+    other = losses.random_perspective_crops(image, 32, 24, 0.5, draws(5, 1))
     assert crops.shape == (5, 3, 24, 24)
     assert torch.equal(crops, again)
     assert not torch.equal(crops, other)
@@ -71,15 +71,38 @@ def test_perspective_crops_shape_determinism_and_content():
 
 def test_undistorted_full_crop_reproduces_the_image():
     image = torch.rand(1, 3, 16, 16)
-    crops = losses.random_perspective_crops(image, 1, 16, 16, 0.0, torch.Generator().manual_seed(0))
+    crops = losses.random_perspective_crops(image, 16, 16, 0.0, draws(1, 0))
     assert torch.allclose(crops[0], image[0], atol=1e-5)
+
+
+def test_an_undistorted_crop_is_the_window_its_draws_place():
+    image = torch.rand(1, 3, 40, 60)
+    # Position draws (0.5, 1): the window's left edge halfway along the free width, its top at the bottom.
+    window = torch.tensor([[0.5, 1.0] + [0.3] * 8])
+    crops = losses.random_perspective_crops(image, 20, 20, 0.0, window)
+    assert torch.allclose(crops[0], image[0, :, 20:40, 20:40], atol=1e-5)
+
+
+def test_distortion_moves_each_corner_inwards_by_its_draw():
+    image = torch.arange(32.0).repeat(32, 1).expand(1, 3, 32, 32).contiguous()  # value = column
+    full_jitter = torch.tensor([[0.0, 0.0] + [1.0] * 8])
+    plain = losses.random_perspective_crops(image, 32, 32, 0.0, full_jitter)
+    warped = losses.random_perspective_crops(image, 32, 32, 0.5, full_jitter)
+    # Every corner moved inwards by a quarter of the window: the crop shows the middle half of the columns.
+    assert plain[0, 0, 16, 0] < 1 and plain[0, 0, 16, -1] > 30
+    assert 7 <= warped[0, 0, 16, 0] <= 9 and 22 <= warped[0, 0, 16, -1] <= 24
 
 
 def test_crop_gradient_flows_back_to_the_image():
     image = torch.rand(1, 3, 32, 32, requires_grad=True)
-    crops = losses.random_perspective_crops(image, 3, 16, 8, 0.5, torch.Generator().manual_seed(0))
+    crops = losses.random_perspective_crops(image, 16, 8, 0.5, draws(3, 0))
     crops.sum().backward()
     assert image.grad is not None and math.isfinite(image.grad.sum().item()) and image.grad.abs().sum() > 0
+
+
+def draws(n: int, seed: int) -> torch.Tensor:
+    """Crop draws for ``n`` crops from a seeded generator."""
+    return losses.crop_uniforms(n, torch.Generator().manual_seed(seed))
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from diffusers import DDIMScheduler
 
 from stylizer.backends import PixelBackend
 from stylizer.config import StyleConfig
+from stylizer.ddim import clip_range, ddim_move, inversion_times, predicted_clean, sampling_times
 from stylizer.images import to_tensor
 from stylizer.loading import Models
 from stylizer.prepared import ddim_invert
@@ -116,13 +117,30 @@ def _scheduler():
     return DDIMScheduler(beta_schedule="linear", clip_sample=False)
 
 
+def step_with(eps):
+    """An inversion step from ε(x, times)."""
+    return lambda x, times: ddim_move(predicted_clean(x, eps(x, times), times), eps(x, times), times)
+
+
+def test_the_ddim_move_is_the_schedulers_step():
+    scheduler = DDIMScheduler(beta_schedule="linear", clip_sample=True, set_alpha_to_one=False)
+    scheduler.set_timesteps(20)
+    x, eps = torch.randn(2, 1, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2
+    for times, t in zip(sampling_times(scheduler, scheduler.timesteps, x.device), scheduler.timesteps, strict=True):
+        expected = scheduler.step(eps, t, x, eta=0.0).prev_sample
+        moved = ddim_move(predicted_clean(x, eps, times), eps, times, clip_range(scheduler))
+        assert torch.allclose(moved, expected, atol=1e-6), int(t)
+    # Without the clamp the last steps differ: x̂0 of this ε leaves [-1, 1].
+    assert not torch.allclose(ddim_move(predicted_clean(x, eps, times), eps, times), expected, atol=1e-3)
+
+
 def test_ddim_inversion_round_trips_exactly_for_an_analytic_denoiser():
     clean = torch.rand(1, 3, 16, 16) * 2 - 1
     model = AnalyticEps((1, 3, 16, 16))
     scheduler = _scheduler()
     scheduler.set_timesteps(20)
     timesteps = scheduler.timesteps[20 - 14 :]
-    noisy = ddim_invert(lambda x, t: model(x, t).sample, clean, timesteps, scheduler)
+    noisy = ddim_invert(step_with(lambda x, times: model(x, times.t).sample), clean, inversion_times(scheduler, timesteps, clean.device))
     assert not torch.allclose(noisy, clean, atol=0.1)  # it really went somewhere
     x = noisy
     for t in timesteps:
@@ -146,7 +164,8 @@ def test_real_tiny_unet_through_inversion_has_right_shape_and_is_finite(tiny_mod
     scheduler = backend.new_scheduler()
     scheduler.set_timesteps(10)
     clean = to_tensor(picture, (64, 48))
-    noisy = ddim_invert(lambda x, t: backend.eps(x, t, None), clean, scheduler.timesteps[4:], scheduler)
+    eps = lambda x, times: backend.eps(x, times, None)  # noqa: E731
+    noisy = ddim_invert(step_with(eps), clean, inversion_times(scheduler, scheduler.timesteps[4:], clean.device))
     assert noisy.shape == clean.shape and torch.isfinite(noisy).all()
     result = run(tiny_models, picture, start="invert", **NO_GUIDANCE)[-1]
     assert result.image.size == (64, 48)

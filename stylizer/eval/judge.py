@@ -104,7 +104,9 @@ class Judge:
         delta_text = self.clip.text_direction(prompt, reference)
         crop = max(1, round(min(output.shape[-2:]) * PATCH_FRACTION))
         generator = torch.Generator().manual_seed(self.seed)
-        crops = losses.random_perspective_crops(output, PATCH_COUNT, crop, self.clip.image_size, PATCH_DISTORTION, generator)
+        crops = losses.random_perspective_crops(
+            output, crop, self.clip.image_size, PATCH_DISTORTION, losses.crop_uniforms(PATCH_COUNT, generator).to(device)
+        )
         values = {
             CLIP_SCORE: metrics.clip_score(output_embed, text),
             DIRECTIONAL: metrics.directional_similarity(output_embed - content_embed, delta_text),

@@ -5,8 +5,9 @@ The sampler only talks to :class:`DiffusionBackend`; adding a backend never fork
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -14,9 +15,10 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from torch import nn
 
+from .config import GUIDE_DECODERS
 from .ddim import StepTimes
-from .errors import ModelLoadError
-from .optimization import EAGER, Optimizations
+from .errors import ConfigError, ModelLoadError
+from .optimization import EAGER, Optimizations, set_layout
 
 # The sampler's guidance shifts ε; models trained to predict v are converted to ε in :meth:`eps`.
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -28,6 +30,11 @@ PREVIEW_MAX_SIDE = 256
 # 1024 px result needs the decoder memory of a 768 px one (the guidance pass keeps every
 # tile's activations for the backward pass, so tiling does not shrink that one).
 VAE_TILE_SIDE = 768
+# The decoders a latent backend has: the model's own VAE (the default, and always the final image's) and TAESD.
+VAE, TAESD = GUIDE_DECODERS
+
+# Builds TAESD (a diffusers ``AutoencoderTiny``) on a device in a dtype; called when a job first asks for it.
+TaesdLoader = Callable[[torch.device, torch.dtype], nn.Module]
 
 
 class TextCondition(NamedTuple):
@@ -96,13 +103,17 @@ class DiffusionBackend(ABC):
         """(1, 3, H, W) image in [-1, 1] -> the space the UNet denoises."""
 
     @abstractmethod
-    def decode(self, sample: torch.Tensor, optimizations: Optimizations = EAGER) -> torch.Tensor:
-        """Differentiable inverse of :meth:`encode`; the networks run as ``optimizations`` says."""
+    def decode(self, sample: torch.Tensor, optimizations: Optimizations = EAGER, decoder: str = VAE) -> torch.Tensor:
+        """Differentiable inverse of :meth:`encode`; the networks run as ``optimizations`` says.
 
-    def preview(self, sample: torch.Tensor) -> torch.Tensor:
-        """A cheap, non-differentiable decode for streamed frames."""
+        ``decoder`` is a :data:`~stylizer.config.GUIDE_DECODERS` choice (``guide_decoder``): the
+        model's own (``"vae"``, the default and always the final image's) or ``"taesd"``.
+        """
+
+    def preview(self, sample: torch.Tensor, decoder: str = VAE) -> torch.Tensor:
+        """A cheap, non-differentiable decode for streamed frames, by ``decoder`` (see :meth:`decode`)."""
         with torch.no_grad():
-            return self.decode(sample)
+            return self.decode(sample, decoder=decoder)
 
     def condition(self, styles: Sequence[tuple[str, float]], cfg_scale: float) -> Condition:
         """Per-job UNet conditioning for the style prompts and their weights (``None`` for unconditional models)."""
@@ -148,7 +159,8 @@ class PixelBackend(DiffusionBackend):
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         return image
 
-    def decode(self, sample: torch.Tensor, optimizations: Optimizations = EAGER) -> torch.Tensor:
+    def decode(self, sample: torch.Tensor, optimizations: Optimizations = EAGER, decoder: str = VAE) -> torch.Tensor:
+        """The sample itself: pixels need no decoder, whichever ``decoder`` is asked for."""
         return sample
 
     def eps(self, sample: torch.Tensor, times: StepTimes, cond: Condition, optimizations: Optimizations = EAGER) -> torch.Tensor:
@@ -172,6 +184,8 @@ class LatentBackend(DiffusionBackend):
         tokenizer: the matching transformers CLIP tokenizer.
         scheduler_config: the checkpoint's scheduler config.
         preview_max_side: long side (px) above which frames decode a downscaled latent.
+        taesd: builds TAESD, a tiny autoencoder on the VAE's latents, for ``decoder="taesd"``; it
+            runs once, when a job first asks for it, so models that never use it need no files.
     """
 
     kind = "latent"
@@ -185,6 +199,7 @@ class LatentBackend(DiffusionBackend):
         tokenizer: Any,
         scheduler_config: Mapping[str, Any],
         preview_max_side: int = PREVIEW_MAX_SIDE,
+        taesd: TaesdLoader | None = None,
     ) -> None:
         super().__init__(scheduler_config)
         self.unet = unet.eval().requires_grad_(False)
@@ -206,29 +221,70 @@ class LatentBackend(DiffusionBackend):
         self.vae.tile_sample_min_size = VAE_TILE_SIDE
         self.vae.tile_latent_min_size = VAE_TILE_SIDE // self.vae_factor
         self.max_tokens = min(tokenizer.model_max_length, text_encoder.config.max_position_embeddings)
+        self._taesd_loader = taesd
+        self._taesd: nn.Module | None = None
+        self._taesd_lock = threading.Lock()
 
     @property
     def networks(self) -> tuple[nn.Module, ...]:
-        return (self.unet, self.vae)
+        """The UNet and the VAE, and TAESD once a job has loaded it."""
+        return (self.unet, self.vae) if self._taesd is None else (self.unet, self.vae, self._taesd)
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """Image in [-1, 1] -> scaled latent (the posterior mean: deterministic, as inversion needs)."""
         latent = self.vae.encode(image.to(self.dtype)).latent_dist.mode()
         return latent.float() * self.scaling_factor
 
-    def decode(self, sample: torch.Tensor, optimizations: Optimizations = EAGER) -> torch.Tensor:
-        """Scaled latent -> float32 image in about [-1, 1], differentiable through the VAE decoder."""
-        decode = optimizations.network(self.vae, "decode")
-        return decode((sample / self.scaling_factor).to(self.dtype)).sample.float()
+    def decode(self, sample: torch.Tensor, optimizations: Optimizations = EAGER, decoder: str = VAE) -> torch.Tensor:
+        """Scaled latent -> float32 image in about [-1, 1], differentiable through the decoder.
 
-    def preview(self, sample: torch.Tensor) -> torch.Tensor:
+        Each autoencoder reads the latent divided by its own scaling factor: the VAE's (0.18215
+        for SD), and TAESD's 1, for it was distilled on the scaled latents the UNet denoises.
+        diffusers' ``AutoencoderTiny.decode`` already maps TAESD's [0, 1] output to [-1, 1].
+        """
+        if decoder not in GUIDE_DECODERS:  # a misspelt name must not fall back to the VAE
+            raise ConfigError(f"guide_decoder must be one of {', '.join(GUIDE_DECODERS)}, got {decoder!r}")
+        net = self.vae if decoder == VAE else self.taesd(optimizations)
+        decode = optimizations.network(net, "decode")
+        return decode((sample / float(net.config.scaling_factor)).to(self.dtype)).sample.float()
+
+    def preview(self, sample: torch.Tensor, decoder: str = VAE) -> torch.Tensor:
         """Decode a latent area-downscaled so the frame's long side is at most ``preview_max_side`` px."""
         height, width = sample.shape[-2:]
         scale = self.preview_max_side / (self.vae_factor * max(height, width))
         if scale < 1:
             size = (max(1, round(height * scale)), max(1, round(width * scale)))
             sample = F.interpolate(sample, size=size, mode="area")
-        return super().preview(sample)
+        return super().preview(sample, decoder)
+
+    def taesd(self, optimizations: Optimizations = EAGER) -> nn.Module:
+        """TAESD, loaded on the first call and kept (on this backend's device, in its dtype).
+
+        Args:
+            optimizations: the job's; a TAESD loaded mid-job takes their weight layout, as the other networks have.
+
+        Raises:
+            ConfigError: this backend has no TAESD.
+            ModelLoadError: its files are missing, or it does not fit the VAE.
+        """
+        with self._taesd_lock:
+            if self._taesd is None:
+                if self._taesd_loader is None:
+                    raise ConfigError("guide_decoder taesd: this model has no TAESD to decode with; set guide_decoder to vae")
+                taesd = self._taesd_loader(self.unet.device, self.dtype).eval().requires_grad_(False)
+                self._check_fits(taesd)
+                set_layout([taesd], optimizations.channels_last)
+                self._taesd = taesd
+            return self._taesd
+
+    def _check_fits(self, taesd: nn.Module) -> None:
+        """Raise :class:`ModelLoadError` unless ``taesd`` decodes latents of the VAE's channels and downsampling."""
+        ours = (self.vae.config.latent_channels, self.vae_factor)
+        theirs = (taesd.config.latent_channels, downsampling(taesd))
+        if theirs != ours:
+            raise ModelLoadError(
+                f"TAESD does not fit this model: it decodes {theirs[0]}-channel latents {theirs[1]}x, the VAE's are {ours[0]}-channel {ours[1]}x"
+            )
 
     @torch.no_grad()
     def embed(self, texts: list[str]) -> torch.Tensor:

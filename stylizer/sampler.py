@@ -118,7 +118,7 @@ def stylize(
             on_step(done, total)
         if done < total and (done == 1 or done % config.preview_every == 0):
             losses = {name: float(value) for name, value in step.terms.items()}
-            yield Frame(done, total, finish(to_pil(backend.preview(step.pred_clean), prepared.out)), losses)
+            yield Frame(done, total, finish(to_pil(backend.preview(step.pred_clean, config.guide_decoder), prepared.out)), losses)
 
     with torch.no_grad():
         result = backend.decode(sample).clamp(-1, 1)
@@ -242,11 +242,12 @@ def step_plans(
 ) -> tuple[StepPlan | None, StepPlan]:
     """The job's guided step plan (None when no loss can guide) and its unguided one."""
     gain = backend.grad_gain * (work[0] * work[1]) / REFERENCE_AREA
-    unguided = StepPlan(UNGUIDED, None, gain, capped=False, clip=clip)
+    unguided = StepPlan(UNGUIDED, None, gain, capped=False, clip=clip, decoder=config.guide_decoder)
     active = objective.active
     if not active:
         return None, unguided
-    return StepPlan(config.mode, objective.plan(active), gain, capped=config.max_shift > 0, clip=clip), unguided
+    plan = StepPlan(config.mode, objective.plan(active), gain, capped=config.max_shift > 0, clip=clip, decoder=config.guide_decoder)
+    return plan, unguided
 
 
 def frame_steps(config: StyleConfig) -> list[int]:

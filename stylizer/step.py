@@ -37,6 +37,7 @@ class StepPlan:
         gain: scales the gradient into pixel-equivalent units at this resolution.
         capped: the RMS of the ε shift is capped (``max_shift`` > 0).
         clip: the range x̂0 is clamped to in the DDIM move (the scheduler's ``clip_sample``), or None.
+        decoder: what decodes x̂0 for the loss (``guide_decoder``: the VAE or TAESD).
     """
 
     mode: str
@@ -44,6 +45,7 @@ class StepPlan:
     gain: float
     capped: bool
     clip: float | None
+    decoder: str
 
 
 class JobTensors(NamedTuple):
@@ -124,7 +126,7 @@ def fast_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The weighted style loss of x̂0 and its unweighted terms: decode, then :func:`stylizer.objective.loss_terms`."""
     assert plan.loss is not None and job.loss is not None
-    image = (models.backend.decode(pred_clean, optimizations) + 1) / 2
+    image = (models.backend.decode(pred_clean, optimizations, plan.decoder) + 1) / 2
     terms = loss_terms(models.clip, models.vgg, image, plan.loss, job.loss, crop_draws, optimizations)
     return weighted_sum(terms, job.loss.weights), terms
 

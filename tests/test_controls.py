@@ -123,7 +123,11 @@ def test_outside_the_mask_every_step_follows_the_inputs_own_trajectory(monkeypat
     models = load_models("tiny", "cpu")
     decoded = []
     original = models.backend.decode
-    monkeypatch.setattr(models.backend, "decode", lambda sample, *args: decoded.append(sample.detach().clone()) or original(sample, *args))
+    monkeypatch.setattr(
+        models.backend,
+        "decode",
+        lambda sample, *args, **kwargs: decoded.append(sample.detach().clone()) or original(sample, *args, **kwargs),
+    )
     run(models, picture, mask=left_half(), mask_feather=2, preview_every=100)
     source = to_tensor(picture, tuple(decoded[-1].shape[-1:-3:-1]))
     edge, band = decoded[-1].shape[-1] // 2, 4

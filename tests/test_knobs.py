@@ -2,9 +2,10 @@
 
 import dataclasses
 
+import pytest
 from gradio_client import Client, handle_file
 
-from stylizer.cli import blend_settings, build_parser
+from stylizer.cli import blend_settings, build_parser, knob_flags, main
 from stylizer.config import PROMPT_FIELDS, WEIGHT_FIELDS, Limits, StyleConfig, field_range, knobs
 from stylizer.jobs import JobUpdate, ModelInfo
 from stylizer.ui import api_parameters, build_demo
@@ -33,6 +34,7 @@ def changed_settings() -> dict:
         else:
             low, high = field_range(f.name, Limits())
             values[f.name] = int(low) + 3 if isinstance(f.default, int) else round(low + (high - low) * 0.37, 3)
+    values["guide_end"] = 0.73  # guidance must end after it starts (guide_start is 0.37)
     defaults = StyleConfig().to_dict()
     assert not any(values[name] == defaults[name] for name in values), "every value must differ from its default"
     return StyleConfig(**values).validated().to_dict()
@@ -64,6 +66,15 @@ def test_every_setting_is_an_option_of_the_command_line():
     assert {name for name, knob in knobs().items() if not knob.cli} <= {*PROMPT_FIELDS, *WEIGHT_FIELDS}
 
 
+def test_help_lists_every_setting_of_the_command_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0
+    assert all(flag in out for name, knob in knobs().items() if knob.cli for flag in knob_flags(name, knob))
+    assert "--guide-decoder {vae,taesd}" in out and "2 % of the long side" in out
+
+
 def test_every_setting_is_a_control_on_the_page_and_an_api_parameter_in_a_stable_order(tmp_path, picture_path):
     names = [name for name, knob in knobs().items() if knob.api]
     assert names == list(knobs())  # every setting is on the page today; a knob with api=False would need a reason
@@ -73,6 +84,15 @@ def test_every_setting_is_a_control_on_the_page_and_an_api_parameter_in_a_stable
     api = [p["parameter_name"] for p in demo.get_api_info()["named_endpoints"]["/stylize"]["parameters"]]
     assert api == api_parameters() and api[: len(FIRST_WAVE_API)] == FIRST_WAVE_API
     assert set(names) <= set(api)
+
+
+@pytest.mark.parametrize("backend", ["latent", "pixel"])
+def test_latent_only_settings_are_disabled_on_a_pixel_model_page(backend):
+    latent_only = {knob.label for knob in knobs().values() if knob.latent_only}
+    assert {knobs()["cfg_scale"].label, knobs()["guide_decoder"].label} <= latent_only
+    demo = build_demo(lambda image, settings: iter(()), dataclasses.replace(INFO, backend=backend))
+    controls = {c["props"].get("label"): c["props"] for c in demo.config["components"] if "props" in c}
+    assert {label: controls[label]["interactive"] for label in latent_only} == dict.fromkeys(latent_only, backend == "latent")
 
 
 def test_every_setting_sent_to_the_api_reaches_the_job(picture_path):

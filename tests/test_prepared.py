@@ -57,6 +57,9 @@ KEY_TABLE = {
     "keep_colors": (True, HIT),
     "invert_mask": (True, HIT),
     "mask_feather": (9, HIT),
+    "guide_start": (0.2, HIT),
+    "guide_end": (0.8, HIT),
+    "guide_decoder": ("taesd", HIT),
 }
 OUTCOMES = {  # stats a job adds: picture hit, picture miss, inversion hit, inversion miss
     HIT: (1, 0, 1, 0),

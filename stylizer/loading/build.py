@@ -4,6 +4,7 @@
   Diffusion 1.x/2.x ``UNet2DConditionModel`` + ``AutoencoderKL`` + CLIP text encoder
   (``latent``), from a Hugging Face repo id or a local folder; or tiny random ones of
   either kind (``tiny``, ``tiny-latent``);
+* TAESD for ``guide_decoder="taesd"``: a diffusers ``AutoencoderTiny``, built when a job first asks for it;
 * guidance CLIP: open_clip (``ViT-B-32``/``openai`` by default);
 * content VGG16: torchvision ``VGG16_Weights.IMAGENET1K_V1`` features.
 
@@ -13,6 +14,7 @@ Safetensors are read where they exist, and anything else with ``weights_only=Tru
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 
 import open_clip
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, UNet2DModel
+from diffusers import AutoencoderKL, AutoencoderTiny, DDIMScheduler, UNet2DConditionModel, UNet2DModel
 from torchvision.models.vgg import cfgs as vgg_layer_configs
 from torchvision.models.vgg import make_layers
 from transformers import CLIPTextModel, CLIPTokenizer
@@ -28,23 +30,24 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from ..backends import DiffusionBackend, LatentBackend, LatentParts, PixelBackend
 from ..encoders import ClipEncoder, VggEncoder
 from .devices import latent_dtype
-from .fetch import clip_checkpoint, explained_failures, latent_folder, pixel_folder, vgg_checkpoint
+from .fetch import clip_checkpoint, explained_failures, latent_folder, pixel_folder, taesd_failures, taesd_folder, vgg_checkpoint
 from .presets import CLIP_MODELS, TINY, TINY_LATENT, check_clip, detect_backend
-from .tiny import TINY_SEED, seeded, tiny_latent_parts, tiny_pixel_parts, tiny_vgg_features
+from .tiny import TINY_SEED, seeded, tiny_latent_parts, tiny_pixel_parts, tiny_taesd_folder, tiny_vgg_features
 
 open_clip.add_model_config(Path(__file__).with_name("model_configs"))
 
 
-def load_backend(source: str, device: torch.device, kind: str | None = None) -> DiffusionBackend:
+def load_backend(source: str, device: torch.device, kind: str | None = None, taesd: str | None = None) -> DiffusionBackend:
     """Build the diffusion backend for ``source`` on ``device``.
 
     Args:
         source: ``"tiny"``, ``"tiny-latent"``, a diffusers folder or a repo id.
         device: where the networks run.
         kind: ``"pixel"`` or ``"latent"``; detected from the layout when omitted.
+        taesd: a latent model's TAESD (see :attr:`Preset.taesd`), loaded only when a job asks for it; None: it has none.
     """
     if (kind or detect_backend(source)) == "latent":
-        return _load_latent_backend(source, device)
+        return _load_latent_backend(source, device, taesd)
     unet, scheduler_config = tiny_pixel_parts() if source == TINY else _load_pixel_unet(source)
     return PixelBackend(unet.to(device), scheduler_config)
 
@@ -58,8 +61,8 @@ def _load_pixel_unet(source: str) -> tuple[UNet2DModel, dict]:
     return unet, dict(scheduler_config)
 
 
-def _load_latent_backend(source: str, device: torch.device) -> LatentBackend:
-    """The latent backend for ``"tiny-latent"``, a Stable Diffusion folder or a repo id.
+def _load_latent_backend(source: str, device: torch.device, taesd: str | None) -> LatentBackend:
+    """The latent backend for ``"tiny-latent"``, a Stable Diffusion folder or a repo id, with ``taesd`` to load on demand.
 
     Attention runs through PyTorch's scaled_dot_product_attention (diffusers' default on
     torch 2), which never materialises the attention matrix, so slicing is not needed.
@@ -69,7 +72,8 @@ def _load_latent_backend(source: str, device: torch.device) -> LatentBackend:
     # Loaded parts are already in ``dtype``; casting them again only makes diffusers warn.
     nets = (parts.unet, parts.vae, parts.text_encoder)
     unet, vae, text_encoder = (net.to(device) if net.dtype == dtype else net.to(device, dtype) for net in nets)
-    return LatentBackend(unet, vae, text_encoder, parts.tokenizer, parts.scheduler_config)
+    loader = None if taesd is None else functools.partial(load_taesd, taesd, model=source)
+    return LatentBackend(unet, vae, text_encoder, parts.tokenizer, parts.scheduler_config, taesd=loader)
 
 
 def _load_latent_parts(source: str, dtype: torch.dtype) -> LatentParts:
@@ -83,6 +87,24 @@ def _load_latent_parts(source: str, dtype: torch.dtype) -> LatentParts:
             CLIPTokenizer.from_pretrained(root, subfolder="tokenizer"),
             dict(DDIMScheduler.load_config(root, subfolder="scheduler")),
         )
+
+
+def load_taesd(source: str, device: torch.device, dtype: torch.dtype, model: str | None = None) -> AutoencoderTiny:
+    """TAESD as a diffusers ``AutoencoderTiny`` on ``device`` in ``dtype``, from safetensors only.
+
+    Args:
+        source: a repo id (e.g. madebyollin/taesd), a folder with its files at the root, or
+            ``"tiny-latent"``: the tiny preset's random one, saved in that layout and read back alike.
+        device: where it runs.
+        dtype: the latent networks' precision.
+        model: the ``--model`` value whose download fetches it, for the error's hint.
+    """
+    with taesd_failures(source, model):
+        folder = tiny_taesd_folder() if source == TINY_LATENT else taesd_folder(source)
+        # AutoencoderTiny writes a block_out_channels key into its config that its own loader then warns about.
+        with _quiet_logging(True):
+            taesd = AutoencoderTiny.from_pretrained(folder, torch_dtype=dtype, use_safetensors=True)
+    return taesd.to(device)
 
 
 def load_clip(name: str, device: torch.device, pretrained: str | None = None) -> ClipEncoder:
@@ -138,7 +160,7 @@ def load_vgg(device: torch.device, tiny: bool = False) -> VggEncoder:
 
 @contextlib.contextmanager
 def _quiet_logging(quiet: bool) -> Iterator[None]:
-    """Silence open_clip's 'initialized randomly' warning where random weights are intended."""
+    """Silence warnings known not to apply: open_clip's 'initialized randomly' where random weights are intended, and the like."""
     if not quiet:
         yield
         return

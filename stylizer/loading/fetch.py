@@ -46,6 +46,12 @@ TOKENIZER_EXTRAS = ("tokenizer/tokenizer_config.json", "tokenizer/special_tokens
 
 CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
+# A TAESD checkpoint in diffusers' layout: a flat AutoencoderTiny. Its repos ship safetensors, so no pickle is ever read.
+TAESD_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
+# The other way out a failed load's message offers: a local model, or (for TAESD) the model's own decoder.
+LOCAL_MODEL_HINT = "or pass a local diffusers folder with --model PATH"
+TAESD_HINT = "or set guide_decoder to vae (the model's own decoder)"
+
 
 def pixel_folder(source: str) -> tuple[str, str | None]:
     """A local folder holding the UNet, and ``None`` (flat, like google/ddpm-*) or ``"unet"`` (pipeline layout).
@@ -123,6 +129,32 @@ def _missing_part(where: str, part: str, file_sets: tuple[tuple[str, ...], ...])
     )
 
 
+def taesd_folder(source: str) -> str:
+    """A local folder holding :data:`TAESD_FILES` at its root; a repo id is fetched into the Hub cache.
+
+    Raises:
+        ModelLoadError: the folder lacks a file.
+        EntryNotFoundError: the repo lacks a file (``LocalEntryNotFoundError``: it is not cached and the Hub is offline).
+    """
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        if not all((folder / name).is_file() for name in TAESD_FILES):
+            raise ModelLoadError(f"{folder} holds no TAESD: expected {' and '.join(TAESD_FILES)}")
+        return str(folder)
+    config, _ = [hub.fetch(source, name) for name in TAESD_FILES]
+    return str(config.parent)
+
+
+def taesd_failures(source: str, model: str | None) -> contextlib.AbstractContextManager[None]:
+    """:func:`explained_failures` for a TAESD: named as ``guide_decoder``'s, with the VAE as the way out.
+
+    Args:
+        source: the TAESD's repo id or folder.
+        model: the ``--model`` value whose download fetches it.
+    """
+    return explained_failures(f"TAESD {source!r} (guide_decoder taesd)", model, TAESD_HINT)
+
+
 def clip_checkpoint(tag_cfg: dict) -> str:
     """Local path of an open_clip pretrained tag's weights, fetched from its Hub repo (safetensors first)."""
     repo = tag_cfg.get("hf_hub", "").strip("/")
@@ -153,13 +185,14 @@ def vgg_checkpoint() -> Path:
     return path
 
 
-def load_error(what: str, exc: BaseException | None, model: str | None) -> ModelLoadError:
+def load_error(what: str, exc: BaseException | None, model: str | None, instead: str = LOCAL_MODEL_HINT) -> ModelLoadError:
     """The one message for a model that could not be loaded: what, why, and how to fetch it.
 
     Args:
         what: the model, as the message should name it.
         exc: the failure (a missing cache entry is explained by :func:`hub.offline_reason`).
         model: the ``--model`` value for the download hint, if it applies.
+        instead: the message's last words: what else to do.
     """
     reason = hub.offline_reason() if isinstance(exc, LocalEntryNotFoundError) else ""
     if not reason:
@@ -167,22 +200,22 @@ def load_error(what: str, exc: BaseException | None, model: str | None) -> Model
     target = f" --model {model}" if model else ""
     return ModelLoadError(
         f"could not load {what}: {reason}. Fetch the weights once with `python -m stylizer download{target}` "
-        "on a machine with internet access (they go to the HF_HOME and TORCH_HOME caches), "
-        "or pass a local diffusers folder with --model PATH."
+        f"on a machine with internet access (they go to the HF_HOME and TORCH_HOME caches), {instead}."
     )
 
 
 @contextlib.contextmanager
-def explained_failures(what: str, model: str | None = None) -> Iterator[None]:
+def explained_failures(what: str, model: str | None = None, instead: str = LOCAL_MODEL_HINT) -> Iterator[None]:
     """Turn any hub, I/O or format failure inside the block into one :class:`ModelLoadError` about ``what``.
 
     Args:
         what: the model, as the message should name it.
         model: the ``--model`` value for the download hint, if it applies.
+        instead: the message's last words: what else to do.
     """
     try:
         yield
     except ModelLoadError:
         raise
     except Exception as exc:  # the loading boundary: every failure gets one clear message
-        raise load_error(what, exc, model) from exc
+        raise load_error(what, exc, model, instead) from exc

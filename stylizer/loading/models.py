@@ -18,7 +18,7 @@ from ..encoders import ClipEncoder, VggEncoder
 from . import hub
 from .build import load_backend, load_clip, load_vgg
 from .devices import resolve_device
-from .fetch import clip_checkpoint, explained_failures, latent_folder, pixel_folder, vgg_checkpoint
+from .fetch import clip_checkpoint, explained_failures, latent_folder, pixel_folder, taesd_failures, taesd_folder, vgg_checkpoint
 from .presets import CLIP_MODELS, DEFAULT_PRESET, Preset, resolve_preset
 
 
@@ -69,7 +69,7 @@ def load_models(model: str = DEFAULT_PRESET, device: str | None = None, clip: st
 @functools.lru_cache(maxsize=4)
 def load_preset(preset: Preset, device: torch.device) -> Models:
     """Every model of ``preset`` on ``device``, built once per (preset, device) and then shared."""
-    backend = load_backend(preset.source, device, preset.backend)
+    backend = load_backend(preset.source, device, preset.backend, preset.taesd)
     return Models(preset, backend, load_clip(preset.clip, device), load_vgg(device, tiny=preset.untrained), device)
 
 
@@ -81,7 +81,8 @@ def clear_cache() -> None:
 def download(model: str = DEFAULT_PRESET, clip: str | None = None) -> list[hub.Fetched]:
     """Fetch every file a preset needs into the caches, without building any network.
 
-    Uses the same lookups as loading, so a later load finds everything offline.
+    Uses the same lookups as loading, so a later load finds everything offline. A latent
+    preset's TAESD comes down too (a few MB), so that ``guide_decoder="taesd"`` works offline.
 
     Args:
         model: preset name, diffusers folder or repo id.
@@ -100,6 +101,9 @@ def download(model: str = DEFAULT_PRESET, clip: str | None = None) -> list[hub.F
                     latent_folder(preset.source)
                 else:
                     pixel_folder(preset.source)
+        if preset.taesd is not None:
+            with taesd_failures(preset.taesd, preset.source):
+                taesd_folder(preset.taesd)
         arch, tag = CLIP_MODELS[preset.clip]
         with explained_failures(f"CLIP {arch}/{tag}"):
             clip_checkpoint(open_clip.get_pretrained_cfg(arch, tag))

@@ -27,6 +27,9 @@ CLIP_MODELS = {
     TINY: (TINY_CLIP_ARCH, None),
 }
 DEFAULT_CLIP = "ViT-B-32"
+# TAESD, a distilled tiny autoencoder, for ``guide_decoder="taesd"``. One checkpoint serves SD 1.x and 2.x,
+# whose VAEs share one latent space (madebyollin's taesdxl, taesd3 and taef1 are for other VAEs).
+TAESD_REPO = "madebyollin/taesd"
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class Preset:
         clip: key of :data:`CLIP_MODELS`.
         size: default working resolution (long side, px).
         description: one line for ``--help`` and the app.
+        taesd: the tiny autoencoder that ``guide_decoder="taesd"`` decodes with: a repo id, a local
+            folder or ``"tiny-latent"`` (its random one); None for pixel models.
     """
 
     name: str
@@ -48,6 +53,7 @@ class Preset:
     clip: str = DEFAULT_CLIP
     size: int = PIXEL_SIZE
     description: str = ""
+    taesd: str | None = None
 
     @property
     def untrained(self) -> bool:
@@ -63,6 +69,7 @@ PRESETS: dict[str, Preset] = {
             "latent",
             "stable-diffusion-v1-5/stable-diffusion-v1-5",
             size=LATENT_SIZE,
+            taesd=TAESD_REPO,
             description="Stable Diffusion 1.5, latent, 512 px, any photo (4.3 GB: UNet 3.44 GB, VAE 335 MB, text encoder 492 MB)",
         ),
         Preset(
@@ -70,11 +77,18 @@ PRESETS: dict[str, Preset] = {
             "latent",
             "stabilityai/stable-diffusion-2-1-base",
             size=LATENT_SIZE,
+            taesd=TAESD_REPO,
             description="Stable Diffusion 2.1 base, latent, 512 px (5.2 GB: UNet 3.46 GB, VAE 335 MB, text encoder 1.36 GB)",
         ),
         Preset(TINY, "pixel", TINY, TINY, 64, "untrained tiny models (random weights) for tests and offline smoke runs"),
         Preset(
-            TINY_LATENT, "latent", TINY_LATENT, TINY, 64, "untrained tiny latent models (random weights: UNet, VAE, text encoder) for tests"
+            TINY_LATENT,
+            "latent",
+            TINY_LATENT,
+            TINY,
+            64,
+            "untrained tiny latent models (random weights: UNet, VAE, text encoder, TAESD) for tests",
+            taesd=TINY_LATENT,
         ),
         Preset("church-256", "pixel", "google/ddpm-ema-church-256", description="DDPM trained on LSUN churches, 256 px (455 MB)"),
         Preset("bedroom-256", "pixel", "google/ddpm-ema-bedroom-256", description="DDPM trained on LSUN bedrooms, 256 px (455 MB)"),
@@ -144,7 +158,8 @@ def _index_names_vae(index: Path) -> bool:
 
 
 def _source_preset(source: str, description: str) -> Preset:
-    """A preset for a folder or repo id, with the backend its layout implies and that backend's usual size."""
+    """A preset for a folder or repo id, with the backend its layout implies, that backend's usual size and, if latent, TAESD."""
     backend = detect_backend(source)
-    size = LATENT_SIZE if backend == "latent" else PIXEL_SIZE
-    return Preset(source, backend, source, size=size, description=f"{description} ({backend})")
+    latent = backend == "latent"
+    size, taesd = (LATENT_SIZE, TAESD_REPO) if latent else (PIXEL_SIZE, None)
+    return Preset(source, backend, source, size=size, description=f"{description} ({backend})", taesd=taesd)

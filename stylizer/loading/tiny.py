@@ -6,11 +6,15 @@ runs. Every process builds identical weights, so a seed reproduces a result.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
+import shutil
+import tempfile
 from collections.abc import Iterator
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, UNet2DModel
+from diffusers import AutoencoderKL, AutoencoderTiny, DDIMScheduler, UNet2DConditionModel, UNet2DModel
 from open_clip.tokenizer import SimpleTokenizer
 from torchvision.models.vgg import cfgs as vgg_layer_configs
 from torchvision.models.vgg import make_layers
@@ -98,6 +102,35 @@ def tiny_vae() -> AutoencoderKL:
         norm_num_groups=8,
         sample_size=64,
     )
+
+
+def tiny_taesd() -> AutoencoderTiny:
+    """A small ``AutoencoderTiny`` (TAESD's architecture) on the tiny VAE's latents: 4 channels, 4x (three stages)."""
+    with seeded(TINY_SEED):
+        taesd = AutoencoderTiny(
+            encoder_block_out_channels=(16, 16, 16),
+            decoder_block_out_channels=(16, 16, 16),
+            num_encoder_blocks=(1, 1, 1),
+            num_decoder_blocks=(1, 1, 1),
+            latent_channels=4,
+        )
+    # Centre the random decoder's output on mid-grey, where a trained TAESD's [0, 1] output lies, not near black.
+    with torch.no_grad():
+        taesd.decoder.layers[-1].bias.fill_(0.5)
+    return taesd
+
+
+@functools.cache
+def tiny_taesd_folder() -> str:
+    """:func:`tiny_taesd` saved as madebyollin/taesd lays out its files, so it loads through the real TAESD's path.
+
+    Written once per process (``config.json`` and ``diffusion_pytorch_model.safetensors``
+    at the folder's root) into a temporary folder that is removed at exit.
+    """
+    folder = tempfile.mkdtemp(prefix="stylizer-tiny-taesd-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    tiny_taesd().save_pretrained(folder, safe_serialization=True)
+    return folder
 
 
 def tiny_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:

@@ -241,17 +241,20 @@ def _rows(names: list[str]) -> Iterator[list[str]]:
 
 
 def knob_control(name: str, knob: Knob, value: Any, limits: Limits, info: ModelInfo) -> gr.components.Component:
-    """The control for one setting: a checkbox, a radio for choices, a text box, a slider for a number with a step, else a number box."""
+    """The control for one setting: a checkbox, a radio for choices, a text box, a slider for a number with a step, else a number box.
+
+    A latent-only checkbox, radio or slider is disabled for pixel models.
+    """
+    interactive = info.backend == "latent" or not knob.latent_only
     if isinstance(value, bool):
-        return gr.Checkbox(value=value, label=knob.label, info=knob.info)
+        return gr.Checkbox(value=value, label=knob.label, info=knob.info, interactive=interactive)
     if knob.choices:
-        return gr.Radio(list(knob.choices), value=value, label=knob.label, info=knob.info)
+        return gr.Radio(list(knob.choices), value=value, label=knob.label, info=knob.info, interactive=interactive)
     if isinstance(value, str):
         return gr.Textbox(label=knob.label, value=value, placeholder=knob.placeholder, max_lines=2)
     low, high = field_range(name, limits)
     if knob.step is None:
         return gr.Number(value=value, label=knob.label, precision=0 if isinstance(value, int) else None, minimum=low, maximum=high)
-    interactive = info.backend == "latent" or not knob.latent_only
     return gr.Slider(low, high, value=value, step=knob.step, label=knob.label, info=knob.info, interactive=interactive)
 
 

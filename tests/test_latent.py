@@ -198,7 +198,7 @@ def test_v_prediction_output_is_converted_to_epsilon():
 
     backend = PixelBackend(VModel(), scheduler.config, multiple=1)
     x = torch.randn(1, 4, 8, 8)
-    assert torch.allclose(backend.eps(x, torch.tensor(601), None), eps, atol=1e-5)
+    assert torch.allclose(backend.eps(x, timestep_times(scheduler, 601, x.device), None), eps, atol=1e-5)
     assert backend.new_scheduler().config.prediction_type == "epsilon"
 
 

@@ -8,7 +8,7 @@ initialise 1.2 billion parameters on the CPU.
 from __future__ import annotations
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
+from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel, UNet2DModel
 from torchvision.models import vgg16
 from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -66,7 +66,13 @@ def _latent(device: torch.device, dtype: torch.dtype) -> DiffusionBackend:
         vae = AutoencoderKL(**configs.SD15_VAE).to(dtype)
         text_encoder = CLIPTextModel(CLIPTextConfig(**configs.SD15_TEXT_ENCODER)).to(dtype)
     # The backend itself is built outside the device context: its scheduler tables belong on the host.
-    return LatentBackend(unet, vae, text_encoder, clip_bpe_tokenizer(), configs.SD15_SCHEDULER)
+    return LatentBackend(unet, vae, text_encoder, clip_bpe_tokenizer(), configs.SD15_SCHEDULER, taesd=_taesd)
+
+
+def _taesd(device: torch.device, dtype: torch.dtype) -> AutoencoderTiny:
+    """TAESD's architecture (``AutoencoderTiny``'s defaults are madebyollin/taesd's config) with random weights."""
+    with torch.device(device):
+        return AutoencoderTiny().to(dtype)
 
 
 def _pixel(device: torch.device) -> DiffusionBackend:

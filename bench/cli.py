@@ -27,7 +27,7 @@ from .profile import PROFILE_STEPS
 from .report import EAGER_PATH, OPTIMISED_PATH, document, table
 from .rerun import table as rerun_table
 from .rerun import time_reruns
-from .run import UNGUIDED, WINDOW, time_case
+from .run import TAESD, UNGUIDED, WINDOW, time_case
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -157,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ).validated()
     picture = synthetic_picture(config.size, config.size)
     modes = GUIDANCE_MODES if args.mode == BOTH else (args.mode,)
-    guidances = (UNGUIDED, *modes, *((WINDOW,) if "fast" in modes else ()))
+    variants = (WINDOW, TAESD) if models.backend.kind == "latent" else (WINDOW,)
+    guidances = (UNGUIDED, *modes, *(variants if "fast" in modes else ()))
 
     kind = "-rerun" if args.rerun else "-graphs" if args.check_graphs else ""
     args.out = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .run import UNGUIDED, WINDOW, CaseResult, image_difference
+from .run import TAESD, UNGUIDED, WINDOW, CaseResult, image_difference
 
 EAGER_PATH, OPTIMISED_PATH = "eager", "optimised"
 PATHS = (EAGER_PATH, OPTIMISED_PATH)
@@ -20,21 +20,25 @@ def ratios(results: list[CaseResult]) -> dict[str, dict[str, Any]]:
     * ``optimised_vs_eager_image``: how far the optimised path's final image is from the
       eager one's, same seed, in 0-255 levels;
     * ``window_over_fast``: end to end with guidance over the first 60 % of the steps, over
-      guidance on every step, per path (below 1: what the window saves).
+      guidance on every step, per path (below 1: what the window saves);
+    * ``taesd_over_fast``: end to end with TAESD decoding for the losses, over the VAE, per path.
     """
     cases = {(r.path, r.guidance): r for r in results}
-    guided = sorted({r.guidance for r in results} - {UNGUIDED, WINDOW})
+    guided = sorted({r.guidance for r in results} - {UNGUIDED, WINDOW, TAESD})
     out: dict[str, dict[str, Any]] = {
         "guided_over_unguided": {},
         "optimised_speedup_step": {},
         "optimised_speedup_end_to_end": {},
         "optimised_vs_eager_image": {},
         "window_over_fast": {},
+        "taesd_over_fast": {},
     }
     for path in PATHS:
-        window, fast = cases.get((path, WINDOW)), cases.get((path, "fast"))
-        if window and fast:
-            out["window_over_fast"][path] = window.end_to_end_s / fast.end_to_end_s
+        fast = cases.get((path, "fast"))
+        for name, guidance in (("window_over_fast", WINDOW), ("taesd_over_fast", TAESD)):
+            case = cases.get((path, guidance))
+            if case and fast:
+                out[name][path] = case.end_to_end_s / fast.end_to_end_s
         base = cases.get((path, UNGUIDED))
         for mode in guided:
             case = cases.get((path, mode))

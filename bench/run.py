@@ -2,8 +2,9 @@
 
 A case is one path (the eager reference or the optimised step) with one kind of
 guidance: ``fast``, ``full``, ``unguided`` (every loss weight 0, so a step is the UNet's
-forward pass and the DDIM update alone), or ``fast-window`` (``fast`` guiding only the
-first :data:`WINDOW_END` of the steps).
+forward pass and the DDIM update alone), ``fast-window`` (``fast`` guiding only the
+first :data:`WINDOW_END` of the steps), or ``fast-taesd`` (``fast`` with TAESD decoding x̂0
+for the losses and the frames; latent models only).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .profile import profile_job
 
 UNGUIDED = "unguided"
 WINDOW = "fast-window"
+TAESD = "fast-taesd"
 # The guidance window the benchmark prices: guided steps over the first 60 % of the denoising.
 WINDOW_END = 0.6
 NO_GUIDANCE = dict(w_dir=0.0, w_patch=0.0, w_content=0.0, w_tv=0.0)
@@ -100,6 +102,8 @@ def guidance_config(config: StyleConfig, guidance: str) -> StyleConfig:
         return dataclasses.replace(config, **NO_GUIDANCE)
     if guidance == WINDOW:
         return dataclasses.replace(config, mode="fast", guide_end=WINDOW_END)
+    if guidance == TAESD:
+        return dataclasses.replace(config, mode="fast", guide_decoder="taesd")
     return dataclasses.replace(config, mode=guidance)
 
 

@@ -205,6 +205,15 @@ def test_bench_runs_on_the_cpu_and_its_json_has_every_figure(tmp_path, capsys):
     assert "optimised_speedup_step" in printed and "profile optimised/full:" in printed
 
 
+def test_bench_prices_the_window_and_taesd_on_a_latent_model(tmp_path):
+    out = tmp_path / "latent.json"
+    argv = ["--preset", "tiny-latent", "--device", "cpu", "--steps", "5", "--strength", "1", "--patches", "2", "--mode", "fast"]
+    assert bench_main([*argv, "--repeats", "1", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert {c["guidance"] for c in doc["cases"]} == {"unguided", "fast", "fast-window", "fast-taesd"}
+    assert set(doc["ratios"]["taesd_over_fast"]) == set(doc["ratios"]["window_over_fast"]) == set(PATHS)
+
+
 def test_bench_rerun_times_cold_warm_and_preview_jobs(tmp_path, capsys):
     out = tmp_path / "rerun.json"
     argv = ["--preset", "tiny-latent", "--device", "cpu", "--steps", "6", "--strength", "1", "--patches", "2"]

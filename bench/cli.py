@@ -134,9 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--backend {args.backend} contradicts --preset {args.preset}, which is {preset_backend}")
     args.backend = args.backend or preset_backend or DEFAULT_BACKEND
     optimised = optimizations_for(device, True, dtype)
-    if args.compile_mode and device.type == "cuda":
-        # torch.compile instead of the CUDA graphs of whole steps, to compare the two.
-        optimised = dataclasses.replace(optimised, cuda_graphs=False, compile=True, compile_mode=args.compile_mode)
+    if args.compile_mode:
+        # On CUDA, torch.compile instead of the CUDA graphs of whole steps, to compare the two (the CPU never compiles).
+        compiled = {"cuda_graphs": False, "compile": True} if device.type == "cuda" else {}
+        optimised = dataclasses.replace(optimised, compile_mode=args.compile_mode, **compiled)
     paths = {EAGER_PATH: EAGER, OPTIMISED_PATH: _without(optimised, args.without, parser)}
 
     started = time.perf_counter()

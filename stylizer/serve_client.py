@@ -101,11 +101,11 @@ def connect(address: str, model: str, replicas: int, *, clip: str | None = None,
     Args:
         address: ``local`` starts a Ray instance here; ``auto`` or ``HOST:PORT`` joins a cluster.
     """
-    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+    # No HTTP proxy: the page reaches the replicas through handles only (on a cluster already serving, Serve's own settings stay).
+    serve.start(proxy_location="Disabled")
     running = serve.status().applications.get(app_name)
     if running is None or running.status != "RUNNING":
-        # No HTTP proxy: the page reaches the replicas through handles only.
-        serve.start(proxy_location="Disabled")
         handle = serve.run(build(model, replicas, clip=clip, limits=limits), name=app_name, route_prefix=None)
     else:
         handle = serve.get_app_handle(app_name)

@@ -2,10 +2,11 @@
 
     OMP_NUM_THREADS=1 python -m bench.serve_overhead [--model tiny] [--steps 20] [--size 64] [--repeats 5]
 
-Both sides run the same jobs on one CPU replica (a Serve replica reserves one CPU, so
+Both sides run the same jobs, one after the other, on one CPU replica (a Serve replica reserves one CPU, so
 torch gets one thread there; ``OMP_NUM_THREADS=1`` gives the in-process worker the same).
 Each repeat uses a new picture, so neither side reuses a prepared one; a warm-up job on
-each side comes first. Starts a local Ray instance and shuts it down.
+each side comes first. The in-process jobs run first, before Ray is imported; then a
+local Ray instance starts, and it is shut down at the end.
 """
 
 from __future__ import annotations
@@ -13,19 +14,24 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 from stylizer.config import Limits
 from stylizer.images import synthetic_picture
-from stylizer.jobs import JobUpdate
+from stylizer.jobs import RunFn
+from stylizer.worker import Worker
 
 
-def seconds(run: Callable[[Any, dict[str, Any]], Iterator[JobUpdate]], picture: Any, settings: dict[str, Any]) -> float:
+def seconds(run: RunFn, picture: Any, settings: dict[str, Any]) -> float:
     """Wall-clock seconds of one job, from the call to its result."""
     started = time.perf_counter()
     assert any(update.result is not None for update in run(picture, settings))
     return time.perf_counter() - started
+
+
+def timed_jobs(run: RunFn, pictures: list[Any], settings: dict[str, Any]) -> list[float]:
+    """Seconds of one job per picture, after a warm-up job on the first."""
+    return [seconds(run, picture, settings) for picture in pictures][1:]
 
 
 def main() -> None:
@@ -36,24 +42,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
+    settings = dict(prompt="drawing with black ink", size=args.size, steps=args.steps, strength=1.0, seed=0)
+    pictures = [synthetic_picture(80, 60, noise=0.02, seed=i) for i in range(args.repeats + 1)]
+    limits = Limits.from_env()
+    times = {"in process": timed_jobs(Worker(args.model, ["cpu"], limits=limits).run, pictures, settings)}
+    # Ray is imported only now, as the app imports it only with --ray: the in-process figure is the plain app's.
     import ray
     from ray import serve
 
     from stylizer.serve_client import connect
-    from stylizer.worker import Worker
 
-    settings = dict(prompt="drawing with black ink", size=args.size, steps=args.steps, strength=1.0, seed=0)
-    pictures = [synthetic_picture(80, 60, noise=0.02, seed=i) for i in range(args.repeats + 1)]
-    limits = Limits.from_env()
-    local = Worker(args.model, ["cpu"], limits=limits)
     try:
-        remote = connect("local", args.model, 1, limits=limits)
-        times: dict[str, list[float]] = {"in process": [], "serve": []}
-        for i, picture in enumerate(pictures):
-            for name, run in (("in process", local.run), ("serve", remote.run)):
-                elapsed = seconds(run, picture, settings)
-                if i:  # the first is the warm-up
-                    times[name].append(elapsed)
+        times["serve"] = timed_jobs(connect("local", args.model, 1, limits=limits).run, pictures, settings)
     finally:
         serve.shutdown()
         ray.shutdown()

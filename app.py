@@ -137,7 +137,7 @@ def create_ray_app(args: argparse.Namespace):
     from stylizer.ui import build_demo
 
     limits = Limits.from_env()
-    print(f"Starting {args.replicas} Ray Serve replica(s) of {args.model} …", file=sys.stderr, flush=True)
+    print(f"Connecting to Ray ({args.ray}) for the Serve application {args.ray_app!r} …", file=sys.stderr, flush=True)
     remote = connect(args.ray, args.model, args.replicas, clip=args.clip, limits=limits, app_name=args.ray_app)
     info = remote.info
     print(f"Serving {info.name} ({info.backend}) on Ray Serve replicas: {', '.join(info.devices)}", file=sys.stderr)

@@ -1,8 +1,10 @@
 """Launch the Stylizer web app.
 
     python app.py [--model PRESET|PATH] [--device cuda|cpu] [--port N] [--host H] [--share] [--auth USER:PASS]
+    python app.py --ray [ADDRESS] [--replicas N]
 
-Models load once at start-up; the page streams frames from a worker that owns them.
+Models load once at start-up; the page streams frames from a worker that owns them: in this
+process, or with ``--ray`` on Ray Serve replicas (one per GPU) of a local or joined Ray cluster.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ if os.environ.get("SPACES_ZERO_GPU"):
 
 from stylizer.commands import run_command  # noqa: E402
 from stylizer.config import Limits  # noqa: E402
-from stylizer.errors import ModelLoadError  # noqa: E402
+from stylizer.errors import ConfigError, ModelLoadError  # noqa: E402
 from stylizer.loading import CLIP_MODELS, DEFAULT_PRESET, PRESETS  # noqa: E402
 
 NO_DOWNLOAD_HINT = "to try the app without any download: python app.py --model tiny (untrained test models)"
+RAY_MISSING = "--ray needs Ray Serve: pip install -r requirements-ray.txt"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,7 +66,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=int(env.get("STYLIZER_QUEUE_SIZE", "32")),
         help="most jobs waiting at once (env STYLIZER_QUEUE_SIZE)",
     )
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=env.get("STYLIZER_RAY") or None,
+        metavar="ADDRESS",
+        help="run jobs on Ray Serve replicas; no ADDRESS starts Ray here, 'auto' or HOST:PORT joins a cluster (env STYLIZER_RAY)",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=int(env.get("STYLIZER_REPLICAS", "1")),
+        help="with --ray: Serve replicas, one GPU each (CPU replicas without GPUs) (env STYLIZER_REPLICAS; default 1)",
+    )
+    parser.add_argument(
+        "--ray-app",
+        default=env.get("STYLIZER_RAY_APP", "stylizer"),
+        help="with --ray: the Serve application's name; a running one is used as it is (env STYLIZER_RAY_APP)",
+    )
     args = parser.parse_args(argv)
+    if args.replicas < 1:
+        parser.error("--replicas must be at least 1")
     if args.device is None and env.get("STYLIZER_DEVICES"):
         args.device = [d.strip() for d in env["STYLIZER_DEVICES"].split(",") if d.strip()]
     if args.auth is not None and ":" not in args.auth:
@@ -72,7 +96,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def create_app(args: argparse.Namespace):
-    """Load the models, build the worker and the page; returns (demo, worker)."""
+    """Load the models, build the worker and the page; returns (demo, worker).
+
+    With ``--ray`` the worker is a :class:`~stylizer.serve_client.RemoteWorker` on Ray Serve replicas.
+    """
+    if args.ray is not None:
+        return create_ray_app(args)
     from stylizer.ui import build_demo
     from stylizer.warmup import warmup
     from stylizer.worker import Worker
@@ -92,6 +121,29 @@ def create_app(args: argparse.Namespace):
     demo = build_demo(gpu_run_fn(worker), info, limits, preview_fn=gpu_preview_fn(worker), prepare_fn=prepare_fn)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=worker.concurrency)
     return demo, worker
+
+
+def create_ray_app(args: argparse.Namespace):
+    """The page in front of Ray Serve replicas; returns (demo, remote worker).
+
+    Live previews and background preparation need a cancellation callback the replicas cannot
+    poll, so this page has neither: Stylize prepares the picture itself.
+    """
+    try:
+        importlib.import_module("ray.serve")
+    except ImportError:
+        raise ConfigError(RAY_MISSING) from None
+    from stylizer.serve_client import connect
+    from stylizer.ui import build_demo
+
+    limits = Limits.from_env()
+    print(f"Connecting to Ray ({args.ray}) for the Serve application {args.ray_app!r} …", file=sys.stderr, flush=True)
+    remote = connect(args.ray, args.model, args.replicas, clip=args.clip, limits=limits, app_name=args.ray_app)
+    info = remote.info
+    print(f"Serving {info.name} ({info.backend}) on Ray Serve replicas: {', '.join(info.devices)}", file=sys.stderr)
+    demo = build_demo(remote.run, info, limits)
+    demo.queue(max_size=args.queue_size, default_concurrency_limit=remote.concurrency)
+    return demo, remote
 
 
 def launch_options(args: argparse.Namespace, limits: Limits) -> dict[str, Any]:

@@ -36,12 +36,25 @@ class OutputStore:
         Returns:
             The paths of the PNG and of the GIF.
         """
-        self.delete_expired()
-        folder = self.root / f"job-{uuid.uuid4().hex}"
-        folder.mkdir()
+        folder = self._new_folder()
         png = folder / RESULT_NAME
         result.save(png)
         return png, save_animation(frames, folder / TRAJECTORY_NAME)
+
+    def write(self, files: Sequence[tuple[str, bytes]]) -> list[Path]:
+        """Write a finished job's files, given as (name, bytes), into a new folder; returns their paths in order."""
+        folder = self._new_folder()
+        paths = [folder / name for name, _ in files]
+        for path, (_, content) in zip(paths, files):
+            path.write_bytes(content)
+        return paths
+
+    def _new_folder(self) -> Path:
+        """A new, empty job folder, after deleting expired ones."""
+        self.delete_expired()
+        folder = self.root / f"job-{uuid.uuid4().hex}"
+        folder.mkdir()
+        return folder
 
     def delete_expired(self) -> None:
         """Delete every job folder older than the time to live."""

@@ -72,7 +72,7 @@ class BatchSpec:
 
 @dataclass(frozen=True)
 class BatchItem:
-    """One input: its path, its output name (``NAME.png``) and the SHA-256 of its file."""
+    """One input: its absolute path, its output name (``NAME.png``) and the SHA-256 of its file."""
 
     path: str
     name: str
@@ -155,7 +155,8 @@ def batch_spec(
     }
     identity = {"model": preset.name, "settings": {**config.to_dict(), "clip": preset.clip, **picture_hashes(**pictures)}}
     spec = BatchSpec(
-        out_dir=str(out_dir),
+        # Absolute, like the inputs' paths: a Ray actor's working folder is not the command's.
+        out_dir=os.path.abspath(out_dir),
         model=model,
         clip=clip,
         device=device,
@@ -189,9 +190,9 @@ def plan_batch(sources: Sequence[str], spec: BatchSpec, overwrite: bool = False)
         try:
             digest = file_sha256(path)
         except OSError as exc:
-            plan.failed.append(Outcome(str(path), False, f"cannot read it: {exc.strerror or exc}"))
+            plan.failed.append(Outcome(os.path.abspath(path), False, f"cannot read it: {exc.strerror or exc}"))
             continue
-        item = BatchItem(str(path), names[path], digest)
+        item = BatchItem(os.path.abspath(path), names[path], digest)
         (plan.todo if overwrite or not is_finished(item, spec) else plan.finished).append(item)
     return plan
 
@@ -270,6 +271,10 @@ class PictureWorker:
 
         if threads is not None:
             torch.set_num_threads(threads)
+        if spec.optimize:
+            from .warmup import persist_compile_cache
+
+            persist_compile_cache()
         self.spec = spec
         self.models = load_models(spec.model, spec.device, spec.clip)
         # Said once for the whole batch, not with every picture.

@@ -109,13 +109,15 @@ def add_knob_option(parser: argparse.ArgumentParser, name: str, knob: Knob, defa
     """One option for one setting; left unset it stays ``None``, so the config's (or the preset's) default applies."""
     kind = type(default)
     shown = "the preset's" if knob.preset_default else default
+    # argparse formats help with %: a literal one ("2 % of the long side") must be doubled.
+    text = knob.help.replace("%", "%%")
     if kind is bool:
         flags = knob_flags(name, knob)
-        parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=None, help=f"{knob.help} (default: off)")
+        parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=None, help=f"{text} (default: off)")
         return
     if name == PROMPT_FIELDS[0]:
         # Repeated, it blends styles: the extra prompts and their weights have no options of their own.
-        parser.add_argument(*knob_flags(name, knob), dest=name, action="append", metavar=METAVARS[str], help=knob.help)
+        parser.add_argument(*knob_flags(name, knob), dest=name, action="append", metavar=METAVARS[str], help=text)
         return
     parser.add_argument(
         *knob_flags(name, knob),
@@ -125,7 +127,7 @@ def add_knob_option(parser: argparse.ArgumentParser, name: str, knob: Knob, defa
         required=knob.required,
         default=None,
         metavar=None if knob.choices else METAVARS[kind],
-        help=knob.help if knob.required else f"{knob.help} (default: {shown})",
+        help=text if knob.required else f"{text} (default: {shown})",
     )
 
 

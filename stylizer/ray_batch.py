@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .batch import BatchItem, BatchSpec, Outcome, Outcomes, PictureWorker, clear_partial_files
-from .errors import ConfigError
+from .errors import ConfigError, StylizerError
 
 RAY_MISSING = "--ray needs Ray, which is not installed: pip install -r requirements-ray.txt"
 
@@ -63,14 +63,24 @@ def plan_actors(nodes: Sequence[Mapping[str, Any]], actors: int | None, device: 
 
 
 class RayPictures:
-    """``map_batches``' callable class: a :class:`PictureWorker` per actor; rows of inputs in, outcomes out."""
+    """``map_batches``' callable class: a :class:`PictureWorker` per actor; rows of inputs in, outcomes out.
+
+    Each row out is one JSON text (an outcome's notes are a list, which a table column would not
+    keep as is): an :class:`Outcome`, or ``{"error": ...}`` when the actor could not load its models.
+    """
 
     def __init__(self, spec: BatchSpec, threads: int | None) -> None:
-        self.worker = PictureWorker(spec, threads)
+        try:
+            self.worker: PictureWorker | None = PictureWorker(spec, threads)
+            self.error = ""
+        except StylizerError as exc:
+            # Raised, it would come back as pages of actor-death tracebacks; sent back, it ends the run in one line.
+            self.worker, self.error = None, str(exc)
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, list[str]]:
         items = [BatchItem(str(p), str(n), str(h)) for p, n, h in zip(batch["path"], batch["name"], batch["sha256"], strict=True)]
-        # One JSON column: an outcome's notes are a list, which a table column would not keep as is.
+        if self.worker is None:
+            return {"outcome": [json.dumps({"error": self.error})] * len(items)}
         return {"outcome": [json.dumps(dataclasses.asdict(self.worker(item))) for item in items]}
 
 
@@ -107,7 +117,10 @@ def ray_outcomes(spec: BatchSpec, items: Sequence[BatchItem], address: str | Non
             num_gpus=pool.gpus,
         )
         for row in results.iter_rows():
-            yield Outcome(**json.loads(row["outcome"]))
+            outcome = json.loads(row["outcome"])
+            if "error" in outcome:
+                raise StylizerError(outcome["error"])
+            yield Outcome(**outcome)
     finally:
         if started_here:
             ray.shutdown()

@@ -17,14 +17,15 @@ import torch
 from PIL import Image
 
 from stylizer.batch import BatchItem, BatchSpec, batch_spec, file_sha256, is_finished, write_atomically
-from stylizer.cli import main
+from stylizer.cli import build_batch_parser, build_parser, main
 from stylizer.config import Limits
-from stylizer.ray_batch import RAY_MISSING, plan_actors
+from stylizer.ray_batch import RAY_MISSING, RayPictures, plan_actors
 
 from .helpers import make_image
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["-p", "drawing with black ink", "--model", "tiny", "--size", "64", "--steps", "4"]
+# Few patch crops too: they are most of a guided step's time.
+SMALL = ["-p", "drawing with black ink", "--model", "tiny", "--size", "64", "--steps", "4", "--patches", "4"]
 
 
 def make_inputs(folder: Path, count: int, prefix: str = "p") -> list[Path]:
@@ -58,13 +59,16 @@ def test_writes_a_picture_and_its_record_per_input_and_notes_non_images(capsys, 
     extra = make_inputs(tmp_path / "more", 1, prefix="q")[0]
     out = tmp_path / "out"
     # The folder, a pattern, and one of the folder's files again (counted once).
-    code, report, err = batch(capsys, str(tmp_path / "in"), str(tmp_path / "more" / "*.png"), str(inputs[0]), "-o", str(out), *SMALL)
+    sources = (str(tmp_path / "in"), str(tmp_path / "more" / "*.png"), str(inputs[0]))
+    code, report, err = batch(capsys, *sources, "-o", str(out), *SMALL, "--frames")
     assert code == 0, err
     assert report["done"] == [str(p) for p in (*inputs, extra)] and report["failed"] == [] and report["left"] == 0
     assert report["skipped"] == [str(tmp_path / "in" / "notes.txt")]
     assert f"note: skipped {tmp_path / 'in' / 'notes.txt'}: not an image file" in err
     assert "3 done (3 now, 0 earlier), 1 skipped, 0 failed" in err
-    assert sorted(p.name for p in out.iterdir()) == ["p0.json", "p0.png", "p1.json", "p1.png", "q0.json", "q0.png"]
+    assert sorted(p.name for p in out.iterdir()) == [f"{n}.{s}" for n in ("p0", "p1", "q0") for s in ("gif", "json", "png")]
+    with Image.open(out / "p1.gif") as gif:
+        assert gif.n_frames == 2  # after steps 1 and 2
     record = json.loads((out / "p1.json").read_text())
     assert record["input"] == str(inputs[1]) and record["input_sha256"] == file_sha256(inputs[1])
     assert (record["model"], record["device"], record["output"]) == ("tiny", "cpu", str(out / "p1.png"))
@@ -202,7 +206,8 @@ def test_ctrl_c_ends_with_whole_files_a_summary_and_status_130(capsys, tmp_path)
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
-        while not list(out.glob("*.json")):
+        # A record in place, not its temporary file (which pathlib's glob also matches, dot and all).
+        while not [p for p in out.glob("*.json") if not p.name.startswith(".")]:
             assert proc.poll() is None, proc.communicate()[1]
             assert time.monotonic() < deadline, "no picture finished in time"
             time.sleep(0.02)
@@ -258,6 +263,15 @@ def test_cuda_on_a_cluster_without_gpus_is_refused():
         plan_actors([node(8)], None, "cuda:0")
 
 
+def test_an_actor_that_cannot_load_its_models_says_why_in_a_row(tmp_path):
+    """Raised in the actor, the error would come back as an actor-death traceback; the driver turns this row into exit 2."""
+    picture = make_inputs(tmp_path, 1)[0]
+    spec, _ = batch_spec(tmp_path / "out", "tiny", {"prompt": "ink", "size": 64}, Limits(), device="cuda:7")
+    rows = {"path": np.array([str(picture)]), "name": np.array(["p0"]), "sha256": np.array([file_sha256(picture)])}
+    [row] = RayPictures(spec, None)(rows)["outcome"]
+    assert "no CUDA GPU" in json.loads(row)["error"]
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray instance with 2 CPUs for this module's Ray tests; the command uses it as it finds it."""
@@ -302,3 +316,18 @@ def test_ray_writes_the_same_files_as_a_local_run(local_ray, capsys, tmp_path):
     before = mtimes(ray_out)
     code, report, _ = batch(capsys, str(folder), "-o", str(ray_out), *SMALL)
     assert code == 3 and report["done"] == [] and len(report["earlier"]) == 3 and mtimes(ray_out) == before
+
+
+def test_batch_takes_every_option_of_the_single_picture_command():
+    single = {flag for action in build_parser()._actions for flag in action.option_strings}
+    many = {flag for action in build_batch_parser()._actions for flag in action.option_strings}
+    assert single <= many and many - single == {"--overwrite", "--ray", "--actors"}
+
+
+@pytest.mark.parametrize("command", [[], ["batch"]], ids=["stylize", "batch"])
+def test_help_lists_the_options(capsys, command):
+    with pytest.raises(SystemExit) as stop:
+        main([*command, "--help"])
+    out = capsys.readouterr().out
+    assert stop.value.code == 0 and "--mask-feather" in out and "2 % of the long side" in out
+    assert ("--ray" in out) == bool(command)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m stylizer INPUT -p PROMPT -o OUTPUT`` and ``python -m stylizer download``.
+"""Command line: ``python -m stylizer INPUT -p PROMPT -o OUTPUT``, ``python -m stylizer batch`` and ``python -m stylizer download``.
 
 Errors are reported as :mod:`stylizer.commands` describes: exit status 2 and one line
 for user errors, 1 for anything unexpected.
@@ -15,31 +15,71 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .commands import OneLineParser, run_command
+from .commands import OneLineParser, positive_int, run_command
 from .config import PROMPT_FIELDS, WEIGHT_FIELDS, ConfigError, Knob, Limits, StyleConfig, knobs, model_defaults
 
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
 METAVARS = {int: "N", float: "F", str: "TEXT"}
+# ``--ray`` given without an address: start a local Ray instance.
+LOCAL_RAY = "local"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The stylize command's argument parser: fixed options, then one option per :class:`StyleConfig` knob."""
-    from .loading import CLIP_MODELS, DEFAULT_PRESET, PRESETS
-
     parser = OneLineParser(
         prog="python -m stylizer",
         description="Restyle an image from a text prompt with CLIP-guided DDIM diffusion. "
-        "Also: `python -m stylizer download [--model NAME]` fetches weights ahead of time.",
+        "Also: `python -m stylizer batch INPUT... -o OUT_DIR` restyles many pictures, and "
+        "`python -m stylizer download [--model NAME]` fetches weights ahead of time.",
     )
     parser.add_argument("input", help="input image (PNG, JPEG, WebP, GIF, BMP, TIFF)")
     parser.add_argument("-o", "--output", required=True, help="output image path (.png, .jpg, .webp, ...)")
+    parser.add_argument("--frames", metavar="GIF", help="also write the denoising trajectory as an animated GIF")
+    parser.add_argument("--json", action="store_true", help="print the output path, settings and final losses as JSON")
+    add_job_options(parser)
+    return parser
+
+
+def build_batch_parser() -> argparse.ArgumentParser:
+    """The batch command's argument parser: the stylize command's options for many inputs and an output folder."""
+    parser = OneLineParser(
+        prog="python -m stylizer batch",
+        description="Restyle many pictures with one setting into a folder: NAME.png and NAME.json (settings, model, "
+        "device, losses, seconds) per input. A rerun skips what is finished with the same settings. Exit status: 0 all "
+        "done, 3 some failed, 2 bad options, 130 interrupted.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (the images directly inside) or glob patterns")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="output folder (made if missing)")
+    parser.add_argument("--frames", action="store_true", help="also write each denoising trajectory as NAME.gif")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON: done, earlier, skipped, failed, left")
+    parser.add_argument("--overwrite", action="store_true", help="redo every input, also those finished earlier with these settings")
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const=LOCAL_RAY,
+        metavar="ADDRESS",
+        help="run on Ray Data: alone, a local Ray instance; with auto, HOST:PORT or ray://HOST:PORT, that cluster "
+        "(needs pip install -r requirements-ray.txt)",
+    )
+    parser.add_argument(
+        "--actors",
+        type=positive_int,
+        metavar="N",
+        help="with --ray: the actors, each with its own models (default: one per GPU, else per node)",
+    )
+    add_job_options(parser)
+    return parser
+
+
+def add_job_options(parser: argparse.ArgumentParser) -> None:
+    """The options the stylize and batch commands share: the model, the device, the extra pictures and every knob."""
+    from .loading import CLIP_MODELS, DEFAULT_PRESET, PRESETS
+
     parser.add_argument(
         "--model", default=DEFAULT_PRESET, help=f"preset ({', '.join(PRESETS)}), diffusers folder or repo id (default: {DEFAULT_PRESET})"
     )
     parser.add_argument("--clip", choices=list(CLIP_MODELS), help="guidance CLIP (default: the preset's)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    parser.add_argument("--frames", metavar="GIF", help="also write the denoising trajectory as an animated GIF")
-    parser.add_argument("--json", action="store_true", help="print the output path, settings and final losses as JSON")
     parser.add_argument(
         "--preview", action="store_true", help="a quick look: run at --preview-size with --preview-steps, as the app's live preview does"
     )
@@ -57,7 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(StyleConfig):
         if f.metadata["knob"].cli:
             add_knob_option(parser, f.name, f.metadata["knob"], f.default)
-    return parser
 
 
 def knob_flags(name: str, knob: Knob) -> tuple[str, ...]:
@@ -70,7 +109,8 @@ def add_knob_option(parser: argparse.ArgumentParser, name: str, knob: Knob, defa
     """One option for one setting; left unset it stays ``None``, so the config's (or the preset's) default applies."""
     kind = type(default)
     shown = "the preset's" if knob.preset_default else default
-    text = knob.help.replace("%", "%%")  # argparse %-formats help texts (for %(default)s)
+    # argparse formats help with %: a literal one ("2 % of the long side") must be doubled.
+    text = knob.help.replace("%", "%%")
     if kind is bool:
         flags = knob_flags(name, knob)
         parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=None, help=f"{text} (default: off)")
@@ -96,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["download"]:
         return run_command("stylizer", lambda: _download(argv[1:]))
+    if argv[:1] == ["batch"]:
+        return run_command("stylizer", lambda: _batch(build_batch_parser().parse_args(argv[1:])))
     return run_command("stylizer", lambda: _stylize(build_parser().parse_args(argv)))
 
 
@@ -113,10 +155,8 @@ def _stylize(args: argparse.Namespace) -> int:
         _writable_path(args.frames, (".gif",), "--frames")
     preset = resolve_preset(args.model, args.clip)
     limits = Limits.from_env()
-    given = {name: getattr(args, name) for name in knobs() if getattr(args, name, None) is not None}
-    given.update(blend_settings(given.pop("prompt", None), args.prompt_weights))
     pictures = {"mask": args.mask, "style_image": args.style_image}
-    job = check_request(args.input, {**model_defaults(preset.backend, preset.size, limits), **given}, limits, **pictures)
+    job = check_request(args.input, job_settings(args, preset.backend, preset.size, limits), limits, **pictures)
     config = job.config.as_preview() if args.preview else job.config
     for note in job.notes:
         print(f"stylizer: note: {note}", file=sys.stderr)
@@ -159,6 +199,64 @@ def _stylize(args: argparse.Namespace) -> int:
     else:
         print(f"stylizer: wrote {output} ({result.image.width}x{result.image.height}) in {seconds:.1f} s", file=sys.stderr)
     return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from .batch import batch_spec, local_outcomes, plan_batch, run_batch
+    from .loading import resolve_preset
+
+    if args.ray is None and args.actors is not None:
+        raise ConfigError("--actors needs --ray")
+    address = None if args.ray in (None, LOCAL_RAY) else _ray_address(args.ray)
+    if args.ray is not None:
+        from .ray_batch import import_ray
+
+        import_ray()  # now: a missing Ray is a bad option, found before any work
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"-o {out_dir} exists and is not a folder")
+    preset = resolve_preset(args.model, args.clip)
+    limits = Limits.from_env()
+    spec, notes = batch_spec(
+        out_dir,
+        args.model,
+        job_settings(args, preset.backend, preset.size, limits),
+        limits,
+        clip=args.clip,
+        device=args.device,
+        mask=args.mask,
+        style_image=args.style_image,
+        preview=args.preview,
+        optimize=args.optimize,
+        frames=args.frames,
+    )
+    plan = plan_batch(args.inputs, spec, overwrite=args.overwrite)
+    for note in notes:
+        print(f"stylizer: note: {note}", file=sys.stderr)
+    if preset.untrained:
+        print(f"stylizer: warning: the {preset.name!r} preset has random weights; its output is noise, for testing only", file=sys.stderr)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if args.ray is None:
+        outcomes = local_outcomes(spec, plan.todo)
+    else:
+        from .ray_batch import ray_outcomes
+
+        outcomes = ray_outcomes(spec, plan.todo, address, args.actors)
+    return run_batch(plan, outcomes, spec, report_json=args.json)
+
+
+def _ray_address(text: str) -> str:
+    """``--ray ADDRESS`` checked: ``auto``, or one with a port, so that an input given right after ``--ray`` is not taken for one."""
+    if text != "auto" and ":" not in text:
+        raise ConfigError(f"--ray {text}: give auto, HOST:PORT or ray://HOST:PORT, or put --ray after the inputs")
+    return text
+
+
+def job_settings(args: argparse.Namespace, backend: str, size: int, limits: Limits) -> dict[str, Any]:
+    """The settings the options give, over the model's defaults (working and preview size)."""
+    given = {name: getattr(args, name) for name in knobs() if getattr(args, name, None) is not None}
+    given.update(blend_settings(given.pop("prompt", None), args.prompt_weights))
+    return {**model_defaults(backend, size, limits), **given}
 
 
 def _download(argv: Sequence[str]) -> int:

@@ -14,12 +14,27 @@ from collections.abc import Callable, Mapping
 
 from .errors import ConfigError, StylizerError
 
+# Exit statuses: a user error (bad file, bad option, missing weights), and Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but option errors become a :class:`ConfigError` (one line, exit 2)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise ConfigError(message)
+
+
+def positive_int(text: str) -> int:
+    """An option's value as a whole number of at least 1 (argparse's ``type=``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
 
 
 def run_command(prog: str, body: Callable[[], int], hints: Mapping[type[StylizerError], str] | None = None) -> int:
@@ -37,10 +52,10 @@ def run_command(prog: str, body: Callable[[], int], hints: Mapping[type[Stylizer
         for kind, hint in (hints or {}).items():
             if isinstance(exc, kind):
                 print(f"{prog}: {hint}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:  # the last line of defence: one line, not a traceback
         if os.environ.get("STYLIZER_DEBUG"):
             raise

@@ -6,6 +6,7 @@ one set of checks and one set of messages.
 
 from __future__ import annotations
 
+import glob
 import io
 import os
 from collections.abc import Callable, Sequence
@@ -24,6 +25,8 @@ ImageSource = str | os.PathLike | bytes | Image.Image
 
 # Leading bytes of the formats we accept, to tell a broken image from a non-image.
 IMAGE_SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
+# What a file found in a folder or by a pattern must be named to be taken as a picture.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 MIN_SIDE = 16
 MAX_ASPECT = 8.0
 _SRGB = ImageCms.createProfile("sRGB")
@@ -55,6 +58,46 @@ def load_image(source: ImageSource, limits: Limits | None = None) -> LoadedImage
     limits = limits or Limits.from_env()
     img = source if isinstance(source, Image.Image) else _open(source, limits)
     return _normalise(img, limits, _to_rgb)
+
+
+def find_images(*sources: str | os.PathLike, on_other: Callable[[Path], None] | None = None) -> list[Path]:
+    """The image files (by name) among files, folders and glob patterns, each once, in order.
+
+    A folder gives the files directly inside it, sorted by name; a pattern its matching files,
+    sorted (``**`` descends into folders); sources are taken in the order given. Whether a file
+    really is a picture is :func:`load_image`'s business.
+
+    Args:
+        sources: paths of files or folders, or glob patterns.
+        on_other: called with each file passed over because its name is not an image's (``notes.txt``).
+
+    Raises:
+        InputError: a source is no file, folder or pattern with a match; or nothing found is an image.
+    """
+    found: dict[Path, Path] = {}
+    for source in sources:
+        text = os.fspath(source)
+        path = Path(text)
+        if path.is_dir():
+            candidates = sorted(p for p in path.iterdir() if p.is_file())
+        elif path.is_file():
+            candidates = [path]
+        elif any(c in text for c in "*?["):
+            candidates = sorted(p for p in map(Path, glob.glob(text, recursive=True)) if p.is_file())
+            if not candidates:
+                raise InputError(f"no file matches {text}")
+        else:
+            raise InputError(f"{text} does not exist")
+        for candidate in candidates:
+            if candidate.suffix.lower() not in IMAGE_SUFFIXES:
+                if on_other is not None:
+                    on_other(candidate)
+                continue
+            # The same file reached twice (a folder and a pattern, or two spellings of one path) counts once.
+            found.setdefault(candidate.resolve(), candidate)
+    if not found:
+        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(os.fspath, sources))}")
+    return list(found.values())
 
 
 def load_mask(source: ImageSource, limits: Limits | None = None) -> LoadedImage:

@@ -44,10 +44,14 @@ class CheckedRequest:
 
         A picture cannot travel in a settings link; its hash tells whether a rerun uses the same one.
         """
-        used = {"mask": self.mask, "style_image": self.style_image}
-        return {
-            name: "sha256:" + hashlib.sha256(picture.tobytes()).hexdigest()[:16] for name, picture in used.items() if picture is not None
-        }
+        return picture_hashes(mask=self.mask, style_image=self.style_image)
+
+
+def picture_hashes(**pictures: Image.Image | None) -> dict[str, str]:
+    """A short hash of each given picture's pixels, by name (``"sha256:..."``); None leaves the name out."""
+    return {
+        name: "sha256:" + hashlib.sha256(picture.tobytes()).hexdigest()[:16] for name, picture in pictures.items() if picture is not None
+    }
 
 
 def check_request(

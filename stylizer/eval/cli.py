@@ -14,22 +14,12 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..commands import OneLineParser, run_command
+from ..commands import OneLineParser, positive_int, run_command
 from ..config import Limits
 from ..errors import ConfigError
 
 PROG = "python -m stylizer.eval"
 DEFAULT_OUT = "report"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,9 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--prompts", default=str(DEFAULT_PROMPTS), metavar="FILE", help="style prompts, one a line; # comments (default: the built-in list)"
     )
-    parser.add_argument("--limit", type=_positive_int, metavar="N", help="use only the first N images and the first N prompts")
-    parser.add_argument("--size", type=_positive_int, metavar="PX", help="working resolution, long side (default: the preset's)")
-    parser.add_argument("--steps", type=_positive_int, metavar="N", help="DDIM steps over the full schedule (default: StyleConfig's)")
+    parser.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N images and the first N prompts")
+    parser.add_argument("--size", type=positive_int, metavar="PX", help="working resolution, long side (default: the preset's)")
+    parser.add_argument("--steps", type=positive_int, metavar="N", help="DDIM steps over the full schedule (default: StyleConfig's)")
     parser.add_argument("--seed", type=int, help="random seed for every job (default: StyleConfig's)")
     parser.add_argument(
         "--sweep",

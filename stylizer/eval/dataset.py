@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import images
 from ..errors import InputError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 # The repository's example pictures (see assets/LICENSES.md).
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "assets"
 DEFAULT_PROMPTS = Path(__file__).with_name("prompts.txt")
@@ -14,18 +14,12 @@ COMMENT = "#"
 
 
 def find_images(folder: str | Path = DEFAULT_IMAGES) -> list[Path]:
-    """The image files directly inside ``folder``, sorted by name.
+    """The image files directly inside ``folder`` (default: the example pictures), sorted by name.
 
     Raises:
         InputError: the folder is missing or holds no image.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"image folder {folder} does not exist")
-    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not found:
-        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    return found
+    return images.find_images(folder)
 
 
 def read_prompts(path: str | Path = DEFAULT_PROMPTS) -> list[str]:

@@ -30,8 +30,8 @@ PREVIEW_MAX_SIDE = 256
 # 1024 px result needs the decoder memory of a 768 px one (the guidance pass keeps every
 # tile's activations for the backward pass, so tiling does not shrink that one).
 VAE_TILE_SIDE = 768
-# The decoders a latent backend has: the model's own VAE (the default, and always the final image's) and TAESD.
-VAE, TAESD = GUIDE_DECODERS
+# The model's own decoder: the default, and always the final image's (the other choice is "taesd").
+VAE = GUIDE_DECODERS[0]
 
 # Builds TAESD (a diffusers ``AutoencoderTiny``) on a device in a dtype; called when a job first asks for it.
 TaesdLoader = Callable[[torch.device, torch.dtype], nn.Module]
@@ -184,8 +184,8 @@ class LatentBackend(DiffusionBackend):
         tokenizer: the matching transformers CLIP tokenizer.
         scheduler_config: the checkpoint's scheduler config.
         preview_max_side: long side (px) above which frames decode a downscaled latent.
-        taesd: builds TAESD, a tiny autoencoder on the VAE's latents, for ``decoder="taesd"``; it
-            runs once, when a job first asks for it, so models that never use it need no files.
+        taesd_loader: builds TAESD, a tiny autoencoder on the VAE's latents, for ``decoder="taesd"``;
+            it runs once, when a job first asks for it, so models that never use it need no files.
     """
 
     kind = "latent"
@@ -199,7 +199,7 @@ class LatentBackend(DiffusionBackend):
         tokenizer: Any,
         scheduler_config: Mapping[str, Any],
         preview_max_side: int = PREVIEW_MAX_SIDE,
-        taesd: TaesdLoader | None = None,
+        taesd_loader: TaesdLoader | None = None,
     ) -> None:
         super().__init__(scheduler_config)
         self.unet = unet.eval().requires_grad_(False)
@@ -221,7 +221,7 @@ class LatentBackend(DiffusionBackend):
         self.vae.tile_sample_min_size = VAE_TILE_SIDE
         self.vae.tile_latent_min_size = VAE_TILE_SIDE // self.vae_factor
         self.max_tokens = min(tokenizer.model_max_length, text_encoder.config.max_position_embeddings)
-        self._taesd_loader = taesd
+        self._taesd_loader = taesd_loader
         self._taesd: nn.Module | None = None
         self._taesd_lock = threading.Lock()
 
@@ -249,7 +249,7 @@ class LatentBackend(DiffusionBackend):
         return decode((sample / float(net.config.scaling_factor)).to(self.dtype)).sample.float()
 
     def preview(self, sample: torch.Tensor, decoder: str = VAE) -> torch.Tensor:
-        """Decode a latent area-downscaled so the frame's long side is at most ``preview_max_side`` px."""
+        """Decode a latent by ``decoder``, area-downscaled so the frame's long side is at most ``preview_max_side`` px."""
         height, width = sample.shape[-2:]
         scale = self.preview_max_side / (self.vae_factor * max(height, width))
         if scale < 1:

@@ -14,6 +14,7 @@ os.environ["GRADIO_TEMP_DIR"] = os.path.join(_ROOT, "gradio")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import pytest  # noqa: E402
+from huggingface_hub import constants  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from .helpers import make_image  # noqa: E402
@@ -25,6 +26,20 @@ def tiny_models():
     from stylizer.loading import load_models
 
     return load_models("tiny", "cpu")
+
+
+@pytest.fixture
+def private_hub_cache(tmp_path, monkeypatch) -> None:
+    """An empty Hub cache for this test alone, so the files it lays out do not outlive it."""
+    cache = str(tmp_path / "hf-hub")
+    monkeypatch.setenv("HF_HUB_CACHE", cache)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", cache)  # huggingface_hub read the variable at import
+
+
+@pytest.fixture
+def private_caches(private_hub_cache, tmp_path, monkeypatch) -> None:
+    """Empty Hub and torch caches for this test alone, whatever other tests left in the session's."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
 
 
 @pytest.fixture

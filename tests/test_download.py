@@ -68,15 +68,6 @@ class FakeRemote:
 
 
 @pytest.fixture
-def private_caches(tmp_path, monkeypatch) -> None:
-    """Empty Hub and torch caches for this test alone, whatever other tests left in the session's."""
-    cache = str(tmp_path / "hf-hub")
-    monkeypatch.setenv("HF_HUB_CACHE", cache)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", cache)  # huggingface_hub read the variable at import
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-
-
-@pytest.fixture
 def remote(tmp_path) -> FakeRemote:
     """A fake remote serving church-256's files."""
     lay_out_church_256(tmp_path / "remote")

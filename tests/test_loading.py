@@ -12,7 +12,6 @@ import open_clip
 import pytest
 import torch
 from diffusers import DDPMScheduler
-from huggingface_hub import constants
 from safetensors.torch import save_file
 
 from stylizer import loading
@@ -38,14 +37,6 @@ def fresh_model_cache():
     loading.clear_cache()
     yield
     loading.clear_cache()
-
-
-@pytest.fixture
-def private_hub_cache(tmp_path, monkeypatch) -> None:
-    """An empty Hub cache for this test alone, so the weights it lays out do not outlive it."""
-    cache = str(tmp_path / "hf-hub")
-    monkeypatch.setenv("HF_HUB_CACHE", cache)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", cache)  # huggingface_hub read the variable at import
 
 
 def test_flat_folder_loads_through_the_path_code(tmp_path):

@@ -11,7 +11,6 @@ import shutil
 import pytest
 import torch
 from diffusers import AutoencoderTiny
-from huggingface_hub import constants
 
 from stylizer.backends import LatentBackend
 from stylizer.cli import main
@@ -23,7 +22,7 @@ from stylizer.loading.build import load_backend, load_taesd
 from stylizer.loading.fetch import TAESD_FILES
 from stylizer.loading.presets import PRESETS, TAESD_REPO, TINY_LATENT
 from stylizer.loading.tiny import tiny_latent_parts, tiny_taesd, tiny_taesd_folder
-from stylizer.optimization import Optimizations
+from stylizer.optimization import EAGER, Optimizations
 
 from .helpers import hub_snapshot, run
 from .test_download import FakeRemote
@@ -31,14 +30,6 @@ from .test_download import FakeRemote
 CPU = torch.device("cpu")
 # A latent of the tiny VAE's (4 channels) for a 64x48 picture: its VAE and TAESD both upsample 4x.
 LATENT = torch.randn(1, 4, 12, 16, generator=torch.Generator().manual_seed(0))
-
-
-@pytest.fixture
-def private_hub_cache(tmp_path, monkeypatch) -> None:
-    """An empty Hub cache for this test alone, so the files it lays out do not outlive it."""
-    cache = str(tmp_path / "hf-hub")
-    monkeypatch.setenv("HF_HUB_CACHE", cache)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", cache)  # huggingface_hub read the variable at import
 
 
 @pytest.fixture
@@ -122,7 +113,7 @@ def test_the_final_image_always_decodes_with_the_vae(backend, picture, monkeypat
     decoders = []
     decode = backend.decode
 
-    def spy(sample, optimizations=Optimizations(), decoder="vae"):
+    def spy(sample, optimizations=EAGER, decoder="vae"):
         decoders.append(decoder)
         return decode(sample, optimizations, decoder)
 
@@ -135,7 +126,7 @@ def test_the_final_image_always_decodes_with_the_vae(backend, picture, monkeypat
 
 
 @pytest.mark.usefixtures("private_hub_cache")
-def test_missing_taesd_files_are_a_clear_error_naming_the_repo_and_never_fall_back(backend):
+def test_missing_taesd_files_are_a_clear_error_naming_the_repo_and_never_fall_back():
     backend = load_backend(TINY_LATENT, CPU, "latent", TAESD_REPO)
     for _ in range(2):  # and the second time too: nothing was cached in its place
         with pytest.raises(ModelLoadError) as info:
@@ -160,7 +151,7 @@ def test_a_backend_without_taesd_or_an_unknown_decoder_is_a_config_error(tmp_pat
 
 def test_a_taesd_for_another_vae_is_refused():
     parts = tiny_latent_parts()
-    backend = LatentBackend(*parts, taesd=lambda device, dtype: AutoencoderTiny())  # SD's: 8x, where the tiny VAE is 4x
+    backend = LatentBackend(*parts, taesd_loader=lambda device, dtype: AutoencoderTiny())  # SD's: 8x, where the tiny VAE is 4x
     with pytest.raises(ModelLoadError, match="TAESD does not fit this model: it decodes 4-channel latents 8x, the VAE's are 4-channel 4x"):
         backend.decode(LATENT, decoder="taesd")
 
@@ -187,9 +178,8 @@ def lay_out_sd15(root) -> None:
 
 
 @pytest.fixture
-def sd15_remote(tmp_path, private_hub_cache, monkeypatch) -> FakeRemote:
-    """A fake remote serving sd15's files, and an empty torch cache."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+def sd15_remote(tmp_path, private_caches) -> FakeRemote:
+    """A fake remote serving sd15's files, into empty caches."""
     lay_out_sd15(tmp_path / "remote")
     return FakeRemote(tmp_path / "remote")
 

@@ -73,7 +73,7 @@ def _load_latent_backend(source: str, device: torch.device, taesd: str | None) -
     nets = (parts.unet, parts.vae, parts.text_encoder)
     unet, vae, text_encoder = (net.to(device) if net.dtype == dtype else net.to(device, dtype) for net in nets)
     loader = None if taesd is None else functools.partial(load_taesd, taesd, model=source)
-    return LatentBackend(unet, vae, text_encoder, parts.tokenizer, parts.scheduler_config, taesd=loader)
+    return LatentBackend(unet, vae, text_encoder, parts.tokenizer, parts.scheduler_config, taesd_loader=loader)
 
 
 def _load_latent_parts(source: str, dtype: torch.dtype) -> LatentParts:

@@ -66,7 +66,7 @@ def _latent(device: torch.device, dtype: torch.dtype) -> DiffusionBackend:
         vae = AutoencoderKL(**configs.SD15_VAE).to(dtype)
         text_encoder = CLIPTextModel(CLIPTextConfig(**configs.SD15_TEXT_ENCODER)).to(dtype)
     # The backend itself is built outside the device context: its scheduler tables belong on the host.
-    return LatentBackend(unet, vae, text_encoder, clip_bpe_tokenizer(), configs.SD15_SCHEDULER, taesd=_taesd)
+    return LatentBackend(unet, vae, text_encoder, clip_bpe_tokenizer(), configs.SD15_SCHEDULER, taesd_loader=_taesd)
 
 
 def _taesd(device: torch.device, dtype: torch.dtype) -> AutoencoderTiny:

@@ -106,8 +106,9 @@ def test_a_superseded_preparation_ends_within_a_step_and_a_finished_one_says_rea
 def test_a_preview_is_small_and_final_and_steps_aside_for_stylize(worker, passes, picture):
     done = worker.preview(picture, {**SHORT, "preview_size": 32, "preview_steps": 4}, lambda: False)
     assert done.image.size == (32, 24) and done.step == done.total == 2 and done.result is None
+    before = len(passes)  # the small preview's own passes
     thread, result = in_background(worker.preview, picture, LONG, lambda: False)
-    wait_for(lambda: len(passes) >= 3)
+    wait_for(lambda: len(passes) >= before + 3)
     assert list(worker.run(make_image(seed=4), SHORT))[-1].result is not None
     thread.join(30)
     assert result == [None]  # the preview gave way and ended

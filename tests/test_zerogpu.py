@@ -122,13 +122,13 @@ def test_a_real_jobs_updates_survive_the_trip_back_from_the_gpu_process(tmp_path
     assert copies[-1].image.tobytes() == updates[-1].image.tobytes()
 
 
-def test_zero_gpu_never_compiles(monkeypatch):
+def test_zero_gpu_never_captures_or_compiles(monkeypatch):
     import torch
 
     from stylizer.optimization import optimizations_for
 
     monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
-    assert optimizations_for(torch.device("cuda"), True, torch.bfloat16).compile
+    assert optimizations_for(torch.device("cuda"), True, torch.bfloat16).cuda_graphs
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
     on_spaces = optimizations_for(torch.device("cuda"), True, torch.bfloat16)
-    assert not on_spaces.compile and on_spaces.autocast == torch.bfloat16
+    assert not (on_spaces.cuda_graphs or on_spaces.compile) and on_spaces.autocast == torch.bfloat16

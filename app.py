@@ -22,6 +22,7 @@ if os.environ.get("SPACES_ZERO_GPU"):
     # then the models load onto "cuda" here and every job runs on the GPU slice that spaces.GPU lends.
     importlib.import_module("spaces")
 
+from stylizer.cli import LOCAL_RAY  # noqa: E402
 from stylizer.commands import run_command  # noqa: E402
 from stylizer.config import Limits  # noqa: E402
 from stylizer.errors import ConfigError, ModelLoadError  # noqa: E402
@@ -69,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--ray",
         nargs="?",
-        const="local",
+        const=LOCAL_RAY,
         default=env.get("STYLIZER_RAY") or None,
         metavar="ADDRESS",
         help="run jobs on Ray Serve replicas; no ADDRESS starts Ray here, 'auto' or HOST:PORT joins a cluster (env STYLIZER_RAY)",

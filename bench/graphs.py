@@ -30,7 +30,7 @@ def graph_breaks(models: Models, picture: Image.Image, config: StyleConfig, opti
     if ready.guided is None:
         raise ValueError("--check-graphs needs a guided job: give a loss a weight above 0")
     times, sample, job = ready.times[0], ready.trajectory[0], ready.guided_job
-    draws = ready.objective.crop_draws()
+    draws = ready.objective.crop_draws(ready.guided.loss)
     eps = predict_eps(models, optimizations, sample, times, job)
     callables: dict[str, tuple[Callable, tuple]] = {
         "inversion step": (inversion_step, (models, optimizations, sample, times, job.cond)),

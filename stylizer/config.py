@@ -405,16 +405,26 @@ def model_defaults(backend: str, size: int, limits: Limits | None = None, enviro
         "preview_steps": StyleConfig.preview_steps,
     }
     for name, var in (("preview_size", PREVIEW_SIZE_ENV), ("preview_steps", PREVIEW_STEPS_ENV)):
-        raw = env.get(var, "")
-        if raw:
-            try:
-                values[name] = int(raw)
-            except ValueError:
-                raise ConfigError(f"{var}={raw!r} is not a whole number") from None
+        values[name] = whole_number_env(var, values[name], env)
     for name, value in values.items():
         low, high = field_range(name, limits)
         values[name] = max(int(low or 1), min(value, int(high or value)))
     return values
+
+
+def whole_number_env(name: str, default: int, environ: Mapping[str, str] | None = None) -> int:
+    """The environment variable ``name`` as a whole number, ``default`` where it is unset or empty.
+
+    Raises:
+        ConfigError: it is set to something else.
+    """
+    raw = (os.environ if environ is None else environ).get(name, "")
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
 
 
 def knobs() -> dict[str, Knob]:

@@ -15,7 +15,6 @@ at most ``STYLIZER_GRAPHS`` of them (default :data:`DEFAULT_GRAPHS`), least rece
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -23,6 +22,8 @@ from typing import Any
 
 import torch
 from torch.utils import _pytree as pytree
+
+from .config import whole_number_env
 
 log = logging.getLogger(__name__)
 
@@ -123,5 +124,5 @@ def graphs_of(owner: object) -> GraphCache:
     """The graphs kept on ``owner`` (a backend), created on first use with the ``STYLIZER_GRAPHS`` bound."""
     cache = owner.__dict__.get(_GRAPHS)
     if cache is None:
-        cache = owner.__dict__[_GRAPHS] = GraphCache(int(os.environ.get(GRAPHS_ENV) or DEFAULT_GRAPHS))
+        cache = owner.__dict__[_GRAPHS] = GraphCache(whole_number_env(GRAPHS_ENV, DEFAULT_GRAPHS))
     return cache

@@ -259,10 +259,11 @@ class StyleObjective:
         terms = tuple(t for t in TERMS if t in names and (t != "patch" or self.config.n_patches > 0))
         return LossPlan(terms, self.config.patch_size, self.clip.image_size)
 
-    def crop_draws(self) -> torch.Tensor | None:
-        """The next step's crop draws from the job's generator (None without patches)."""
-        n = self.config.n_patches
-        return losses.crop_uniforms(n, self.crop_generator) if n > 0 else None
+    def crop_draws(self, plan: LossPlan | None) -> torch.Tensor | None:
+        """The crop draws of one evaluation of ``plan`` from the job's generator (None when it has no patch term)."""
+        if plan is None or "patch" not in plan.terms:
+            return None
+        return losses.crop_uniforms(self.config.n_patches, self.crop_generator)
 
     def terms(
         self, image: torch.Tensor, names: tuple[str, ...] = TERMS, optimizations: Optimizations | None = None
@@ -273,7 +274,7 @@ class StyleObjective:
             optimizations: how the networks run (default: as in the guided step).
         """
         plan = self.plan(names)
-        draws = self.crop_draws() if "patch" in plan.terms else None
+        draws = self.crop_draws(plan)
         return loss_terms(self.clip, self.vgg, image, plan, self.tensors, draws, optimizations or self.optimizations)
 
     def weighted_sum(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from diffusers import DDIMScheduler
 from PIL import Image
 
 from . import optimization
-from .config import StyleConfig
+from .config import StyleConfig, whole_number_env
 from .ddim import StepTimes, inversion_times
 from .errors import ConfigError
 from .images import output_size, to_tensor, working_size
@@ -116,12 +115,7 @@ class PreparedCache:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, storage: str | torch.device | None = None) -> PreparedCache:
         """A cache of ``$STYLIZER_CACHE_ENTRIES`` entries (default :data:`DEFAULT_ENTRIES`)."""
-        raw = (os.environ if environ is None else environ).get(ENTRIES_ENV, "")
-        try:
-            entries = int(raw) if raw else DEFAULT_ENTRIES
-        except ValueError:
-            raise ConfigError(f"{ENTRIES_ENV}={raw!r} is not a whole number") from None
-        return cls(entries, storage)
+        return cls(whole_number_env(ENTRIES_ENV, DEFAULT_ENTRIES, environ), storage)
 
     def __len__(self) -> int:
         return len(self._entries)

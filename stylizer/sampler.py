@@ -107,7 +107,7 @@ def stylize(
             # CUDA graphs reuse their output buffers: mark where the last step's outputs stop being needed.
             torch.compiler.cudagraph_mark_step_begin()
         plan, job = ready.step_at(index, config)
-        draws = objective.crop_draws() if plan.loss is not None and "patch" in plan.loss.terms else None
+        draws = objective.crop_draws(plan.loss)
         step = run_step(models, plan, optimizations, sample, times, draws, job)
         sample = step.sample
         if ready.blend is not None:

@@ -1,10 +1,11 @@
-"""Launch the Stylizer web app.
+"""Launch the Stylizer web app: the page, its API and MCP tools.
 
-    python app.py [--model PRESET|PATH] [--device cuda|cpu] [--port N] [--host H] [--share] [--auth USER:PASS]
+    python app.py [--model PRESET|PATH] [--device cuda|cpu] [--port N] [--host H] [--share] [--auth USER:PASS] [--no-mcp]
     python app.py --ray [ADDRESS] [--replicas N]
 
 Models load once at start-up; the page streams frames from a worker that owns them: in this
 process, or with ``--ray`` on Ray Serve replicas (one per GPU) of a local or joined Ray cluster.
+Where it runs (this machine, a ZeroGPU Space, Ray) is decided here, once, and passed down.
 """
 
 from __future__ import annotations
@@ -17,111 +18,110 @@ import sys
 from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-if os.environ.get("SPACES_ZERO_GPU"):
+
+from stylizer.serving.deployment import ZERO_GPU, host_kind  # noqa: E402  (torch-free, read before torch)
+
+if host_kind() == ZERO_GPU:
     # ZeroGPU patches torch's CUDA entry points when it is imported, so it must come before torch:
     # then the models load onto "cuda" here and every job runs on the GPU slice that spaces.GPU lends.
     importlib.import_module("spaces")
 
-from stylizer.cli import LOCAL_RAY  # noqa: E402
-from stylizer.commands import run_command  # noqa: E402
-from stylizer.config import Limits  # noqa: E402
+from stylizer.cli.commands import OneLineParser, positive_int, run_command  # noqa: E402
+from stylizer.cli.options import LOCAL_RAY, MANY, add_model_options  # noqa: E402
+from stylizer.config import Limits, environment  # noqa: E402
 from stylizer.errors import ConfigError, ModelLoadError  # noqa: E402
-from stylizer.loading import CLIP_MODELS, DEFAULT_PRESET, PRESETS  # noqa: E402
 
 NO_DOWNLOAD_HINT = "to try the app without any download: python app.py --model tiny (untrained test models)"
 RAY_MISSING = "--ray needs Ray Serve: pip install -r requirements-ray.txt"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line flags; each falls back to a ``STYLIZER_*`` environment variable."""
-    env = os.environ
-    parser = argparse.ArgumentParser(prog="python app.py", description="Launch the Stylizer web app.")
-    parser.add_argument(
-        "--model",
-        default=env.get("STYLIZER_MODEL", DEFAULT_PRESET),
-        help=f"preset ({', '.join(PRESETS)}), diffusers folder or repo id (env STYLIZER_MODEL; default {DEFAULT_PRESET})",
+    """Command-line flags; each falls back to an environment variable (see :mod:`stylizer.config.environment`)."""
+    parser = OneLineParser(prog="python app.py", description="Launch the Stylizer web app, its API and its MCP tools.")
+    add_model_options(parser, device=MANY, from_environment=True)
+    server = parser.add_argument_group("server")
+    server.add_argument(
+        "--host", default=environment.read("GRADIO_SERVER_NAME") or "127.0.0.1", help="address to listen on (env GRADIO_SERVER_NAME)"
     )
-    parser.add_argument(
-        "--clip", choices=list(CLIP_MODELS), default=env.get("STYLIZER_CLIP") or None, help="guidance CLIP (env STYLIZER_CLIP)"
+    server.add_argument(
+        "--port", type=int, default=environment.whole_number("GRADIO_SERVER_PORT", 7860), help="port (env GRADIO_SERVER_PORT; default 7860)"
     )
-    parser.add_argument(
-        "--device",
-        action="append",
-        default=None,
-        help="cpu, cuda or cuda:N; repeat for several GPUs (env STYLIZER_DEVICES, comma-separated; default: every GPU, else CPU)",
-    )
-    parser.add_argument("--host", default=env.get("GRADIO_SERVER_NAME", "127.0.0.1"), help="address to listen on (env GRADIO_SERVER_NAME)")
-    parser.add_argument(
-        "--port", type=int, default=int(env.get("GRADIO_SERVER_PORT", "7860")), help="port (env GRADIO_SERVER_PORT; default 7860)"
-    )
-    parser.add_argument(
+    server.add_argument(
         "--share",
         action="store_true",
-        default=env.get("STYLIZER_SHARE", "") == "1",
+        default=environment.switch("STYLIZER_SHARE", False),
         help="create a public Gradio share link (env STYLIZER_SHARE=1)",
     )
-    parser.add_argument("--auth", default=env.get("STYLIZER_AUTH"), metavar="USER:PASS", help="require a login (env STYLIZER_AUTH)")
-    parser.add_argument(
+    server.add_argument(
+        "--auth", default=environment.read("STYLIZER_AUTH") or None, metavar="USER:PASS", help="require a login (env STYLIZER_AUTH)"
+    )
+    server.add_argument(
         "--queue-size",
-        type=int,
-        default=int(env.get("STYLIZER_QUEUE_SIZE", "32")),
+        type=positive_int,
+        default=environment.whole_number("STYLIZER_QUEUE_SIZE", 32),
         help="most jobs waiting at once (env STYLIZER_QUEUE_SIZE)",
     )
-    parser.add_argument(
+    server.add_argument(
+        "--mcp",
+        action=argparse.BooleanOptionalAction,
+        default=environment.switch("STYLIZER_MCP", True),
+        help="serve the stylize and preview tools over MCP at /gradio_api/mcp/ (env STYLIZER_MCP=0 turns it off; default on)",
+    )
+    ray = parser.add_argument_group("Ray Serve")
+    ray.add_argument(
         "--ray",
         nargs="?",
         const=LOCAL_RAY,
-        default=env.get("STYLIZER_RAY") or None,
+        default=environment.read("STYLIZER_RAY") or None,
         metavar="ADDRESS",
         help="run jobs on Ray Serve replicas; no ADDRESS starts Ray here, 'auto' or HOST:PORT joins a cluster (env STYLIZER_RAY)",
     )
-    parser.add_argument(
+    ray.add_argument(
         "--replicas",
-        type=int,
-        default=int(env.get("STYLIZER_REPLICAS", "1")),
+        type=positive_int,
+        default=environment.whole_number("STYLIZER_REPLICAS", 1),
         help="with --ray: Serve replicas, one GPU each (CPU replicas without GPUs) (env STYLIZER_REPLICAS; default 1)",
     )
-    parser.add_argument(
+    ray.add_argument(
         "--ray-app",
-        default=env.get("STYLIZER_RAY_APP", "stylizer"),
+        default=environment.read("STYLIZER_RAY_APP") or "stylizer",
         help="with --ray: the Serve application's name; a running one is used as it is (env STYLIZER_RAY_APP)",
     )
     args = parser.parse_args(argv)
-    if args.replicas < 1:
-        parser.error("--replicas must be at least 1")
-    if args.device is None and env.get("STYLIZER_DEVICES"):
-        args.device = [d.strip() for d in env["STYLIZER_DEVICES"].split(",") if d.strip()]
     if args.auth is not None and ":" not in args.auth:
         parser.error("--auth must look like USER:PASS")
     return args
 
 
 def create_app(args: argparse.Namespace):
-    """Load the models, build the worker and the page; returns (demo, worker).
+    """Load the models, build the worker and the page; returns (demo, job runner).
 
-    With ``--ray`` the worker is a :class:`~stylizer.serve_client.RemoteWorker` on Ray Serve replicas.
+    With ``--ray`` the runner is a :class:`~stylizer.serving.ray_client.RemoteWorker` on Ray Serve replicas.
     """
     if args.ray is not None:
         return create_ray_app(args)
+    from stylizer.engine.warmup import warmup
+    from stylizer.serving.deployment import Deployment
+    from stylizer.serving.worker import Worker
     from stylizer.ui import build_demo
-    from stylizer.warmup import warmup
-    from stylizer.worker import Worker
-    from stylizer.zerogpu import gpu_preview_fn, gpu_run_fn, on_zero_gpu
 
-    limits = Limits.from_env()
+    limits, deployment = Limits.from_env(), Deployment.from_env()
     print(f"Loading {args.model} …", file=sys.stderr, flush=True)
-    worker = Worker(args.model, args.device, clip=args.clip, limits=limits)
+    worker = Worker(args.model, args.device, clip=args.clip, limits=limits, deployment=deployment)
     info = worker.info
     print(f"Loaded {info.name} ({info.backend}, guide CLIP {info.clip}) on {', '.join(info.devices)}", file=sys.stderr, flush=True)
     if info.untrained:
-        print("Warning: the 'tiny' preset has random weights; its output is noise, for testing only", file=sys.stderr)
-    for models in worker.replicas.values():
-        warmup(models)  # CUDA: compile the optimised guided step now, not in the first user's job; CPU: no-op
-    # On ZeroGPU every GPU call costs the visitor's quota, so pictures are prepared by Stylize itself there.
-    prepare_fn = None if on_zero_gpu() else worker.prepare
-    demo = build_demo(gpu_run_fn(worker), info, limits, preview_fn=gpu_preview_fn(worker), prepare_fn=prepare_fn)
+        print(f"Warning: the {info.name!r} preset has random weights; its output is noise, for testing only", file=sys.stderr)
+    for device, models in worker.replicas.items():
+        warmup(models, optimize=worker.optimizations[device])  # CUDA: capture the optimised step now, not in a user's job
+    jobs = worker
+    if deployment.zero_gpu:
+        from stylizer.serving.zerogpu import ZeroGpuJobs
+
+        jobs = ZeroGpuJobs(worker)
+    demo = build_demo(jobs, limits, previews=True, preparation=deployment.prepares_in_background)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=worker.concurrency)
-    return demo, worker
+    return demo, jobs
 
 
 def create_ray_app(args: argparse.Namespace):
@@ -134,7 +134,7 @@ def create_ray_app(args: argparse.Namespace):
         importlib.import_module("ray.serve")
     except ImportError:
         raise ConfigError(RAY_MISSING) from None
-    from stylizer.serve_client import connect
+    from stylizer.serving.ray_client import connect
     from stylizer.ui import build_demo
 
     limits = Limits.from_env()
@@ -142,7 +142,7 @@ def create_ray_app(args: argparse.Namespace):
     remote = connect(args.ray, args.model, args.replicas, clip=args.clip, limits=limits, app_name=args.ray_app)
     info = remote.info
     print(f"Serving {info.name} ({info.backend}) on Ray Serve replicas: {', '.join(info.devices)}", file=sys.stderr)
-    demo = build_demo(remote.run, info, limits)
+    demo = build_demo(remote, limits)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=remote.concurrency)
     return demo, remote
 
@@ -158,6 +158,7 @@ def launch_options(args: argparse.Namespace, limits: Limits) -> dict[str, Any]:
         "max_file_size": limits.max_upload_bytes,
         "show_error": True,
         "run_history": False,  # the page has its own reproducible settings; history only grows server memory
+        "mcp_server": args.mcp,
     }
 
 
@@ -173,18 +174,17 @@ def share_message(share_url: str | None, local_url: str, on_spaces: bool) -> str
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 with one line for a bad flag or missing weights)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
-    return run_command("stylizer", lambda: serve(args), hints={ModelLoadError: NO_DOWNLOAD_HINT})
+    return run_command("stylizer", lambda: serve(parse_args(argv)), hints={ModelLoadError: NO_DOWNLOAD_HINT})
 
 
 def serve(args: argparse.Namespace) -> int:
     """Build the app and serve it until the process is stopped."""
     from stylizer.ui import CSS, THEME
 
-    demo, worker = create_app(args)
-    demo.launch(**launch_options(args, worker.limits), theme=THEME, css=CSS, prevent_thread_lock=True)
+    demo, jobs = create_app(args)
+    demo.launch(**launch_options(args, jobs.limits), theme=THEME, css=CSS, prevent_thread_lock=True)
     if args.share:
-        print(share_message(demo.share_url, demo.local_url, on_spaces=bool(os.environ.get("SPACE_ID"))), file=sys.stderr, flush=True)
+        print(share_message(demo.share_url, demo.local_url, on_spaces=environment.is_set("SPACE_ID")), file=sys.stderr, flush=True)
     demo.block_thread()
     return 0
 

@@ -12,9 +12,10 @@ from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel, UNet
 from torchvision.models import vgg16
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from stylizer.backends import DiffusionBackend, LatentBackend, PixelBackend
-from stylizer.encoders import ClipEncoder, VggEncoder
-from stylizer.loading import Models, Preset, load_models
+from stylizer.engine.backends import DiffusionBackend, LatentBackend, PixelBackend
+from stylizer.engine.encoders import ClipEncoder, VggEncoder
+from stylizer.engine.models import Models
+from stylizer.loading import Preset, load_models
 from stylizer.loading.build import build_clip
 from stylizer.loading.presets import LATENT_SIZE, PIXEL_SIZE
 from stylizer.loading.tiny import clip_bpe_tokenizer
@@ -27,17 +28,19 @@ REAL_SIZES = {"latent": LATENT_SIZE, "pixel": PIXEL_SIZE}
 REAL_SOURCES = {"latent": "stable-diffusion-v1-5 architecture", "pixel": "google/ddpm-ema-church-256 architecture"}
 
 
-def bench_models(backend: str, device: torch.device, dtype: torch.dtype, preset: str | None = None) -> Models:
+def bench_models(backend: str, device: torch.device, dtype: torch.dtype, model: str | None = None, clip: str | None = None) -> Models:
     """The models to time.
 
     Args:
-        backend: ``"latent"`` (Stable Diffusion 1.5) or ``"pixel"`` (DDPM church-256); ignored with ``preset``.
+        backend: ``"latent"`` (Stable Diffusion 1.5) or ``"pixel"`` (DDPM church-256); ignored with ``model``.
         device: where they run.
         dtype: the latent networks' precision (the pixel UNet, CLIP and VGG stay float32, as the app loads them).
-        preset: ``"tiny"`` or ``"tiny-latent"`` to load that preset instead of a real-size architecture.
+        model: a preset, folder or repo id to load (``tiny``, ``tiny-latent``, or real weights where they are
+            cached) instead of a real-size architecture with random weights.
+        clip: with ``model``, its guidance CLIP (default: the preset's).
     """
-    if preset is not None:
-        return load_models(preset, str(device))
+    if model is not None:
+        return load_models(model, str(device), clip)
     torch.manual_seed(WEIGHT_SEED)
     diffusion = _latent(device, dtype) if backend == "latent" else _pixel(device)
     with torch.device(device):

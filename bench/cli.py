@@ -14,13 +14,17 @@ from typing import Any
 
 import torch
 
-from stylizer.config import GUIDANCE_MODES, START_MODES, StyleConfig, model_defaults
+from stylizer.cli.options import add_knob_options, add_model_options, given_settings
+from stylizer.config import GUIDANCE_MODES, StyleConfig, model_defaults
+from stylizer.engine.models import Models
+from stylizer.engine.optimization import EAGER, Optimizations, optimizations_for
+from stylizer.errors import ConfigError
 from stylizer.images import synthetic_picture
-from stylizer.loading import PRESETS, Models
-from stylizer.loading.presets import TINY, TINY_LATENT
-from stylizer.optimization import EAGER, Optimizations, optimizations_for
+from stylizer.loading import resolve_device, resolve_preset
 
 from .build import bench_models, parameter_counts
+from .compiled import MODES as COMPILE_MODES
+from .compiled import compiled
 from .graphs import graph_breaks
 from .measure import machine_info, machine_tag
 from .profile import PROFILE_STEPS
@@ -29,10 +33,7 @@ from .rerun import table as rerun_table
 from .rerun import time_reruns
 from .run import TAESD, UNGUIDED, WINDOW, time_case
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-BOTH = "both"
-TINY_PRESETS = (TINY, TINY_LATENT)
 DEFAULT_BACKEND = "latent"
 # File-name labels of the real-size architectures.
 ARCHITECTURES = {"latent": "sd15", "pixel": "church256"}
@@ -41,46 +42,28 @@ PROMPT = "drawing with black ink"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The benchmark's options; the job settings default to :class:`StyleConfig`'s."""
-    job = StyleConfig()
+    """The benchmark's options: the shared model group, the job settings from the knob table, and the benchmark's own."""
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Time Stylizer's guided DDIM step on real-size architectures with random weights (or a tiny preset): "
+        description="Time Stylizer's guided DDIM step on real-size architectures with random weights (or any model): "
         "the eager reference and the optimised path, guided and unguided, with memory; writes JSON and prints a table.",
     )
+    add_model_options(parser, model_default_text="a real-size architecture with random weights, see --backend")
     parser.add_argument(
         "--backend",
         choices=tuple(ARCHITECTURES),
-        help="real-size architecture: latent = Stable Diffusion 1.5 (UNet, VAE, text encoder), pixel = DDPM church-256 "
-        "(default: latent, or the preset's)",
+        help="real-size architecture with random weights: latent = Stable Diffusion 1.5 (UNet, VAE, text encoder), "
+        "pixel = DDPM church-256 (default: latent; with --model, the model's own)",
     )
-    parser.add_argument(
-        "--preset", choices=TINY_PRESETS, help="time this tiny preset instead of a real-size architecture, for quick CPU runs"
-    )
-    parser.add_argument(
-        "--size", type=int, help="working resolution, long side in px (default: the models' own: 512 latent, 256 pixel, 64 tiny)"
-    )
-    parser.add_argument(
-        "--steps",
-        type=int,
-        default=job.steps,
-        help=f"DDIM steps over the full schedule; a job runs steps x strength of them (default: {job.steps})",
-    )
-    parser.add_argument(
-        "--strength", type=float, default=job.strength, help=f"fraction of the schedule a job runs (default: {job.strength})"
-    )
-    parser.add_argument("--patches", type=int, default=job.n_patches, help=f"patch crops per step (default: {job.n_patches})")
-    parser.add_argument("--start", choices=START_MODES, default=job.start, help=f"start point (default: {job.start})")
-    parser.add_argument(
-        "--preview-every", type=int, default=job.preview_every, help=f"a frame every N steps (default: {job.preview_every})"
+    # The job's settings, as the command line names them; --mode left out times both guidance modes.
+    add_knob_options(
+        parser, lambda knob: knob.bench, shown_defaults={"mode": "both", "size": "the models' own: 512 latent, 256 pixel, 64 tiny"}
     )
     parser.add_argument(
         "--dtype",
         choices=tuple(DTYPES),
         help="the latent networks' precision, and the optimised path's autocast on CUDA (default: bf16 on CUDA, fp32 on CPU)",
     )
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--mode", choices=(*GUIDANCE_MODES, BOTH), default=BOTH, help="guidance mode(s) to time (default: both)")
     parser.add_argument("--repeats", type=int, default=3, help="timed jobs per case, after one warm-up job (default: 3)")
     parser.add_argument(
         "--without",
@@ -113,8 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead of timing: trace every step-loop callable with torch._dynamo.explain and print 'graph breaks: N' "
         "(0 means nothing stops a CUDA graph capture)",
     )
-    parser.add_argument("--preview-size", type=int, help="--rerun: the preview's resolution (default: the app's for these models)")
-    parser.add_argument("--preview-steps", type=int, help="--rerun: the preview's steps (default: the app's)")
     parser.add_argument(
         "--out", type=Path, help=f"JSON file (default: {RESULTS_DIR.name}/<machine>-<models>-<date>.json next to this package)"
     )
@@ -125,46 +106,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA GPU is available")
+    device = resolve(args.device, parser)
     dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
-    preset_backend = PRESETS[args.preset].backend if args.preset else None
-    if args.backend and preset_backend and args.backend != preset_backend:
-        parser.error(f"--backend {args.backend} contradicts --preset {args.preset}, which is {preset_backend}")
-    args.backend = args.backend or preset_backend or DEFAULT_BACKEND
+    args.backend = _backend(args, parser)
     optimised = optimizations_for(device, True, dtype)
-    if args.compile_mode:
+    if args.compile_mode and device.type == "cuda":
         # On CUDA, torch.compile instead of the CUDA graphs of whole steps, to compare the two (the CPU never compiles).
-        compiled = {"cuda_graphs": False, "compile": True} if device.type == "cuda" else {}
-        optimised = dataclasses.replace(optimised, compile_mode=args.compile_mode, **compiled)
+        optimised = compiled(optimised, args.compile_mode)
     paths = {EAGER_PATH: EAGER, OPTIMISED_PATH: _without(optimised, args.without, parser)}
 
     started = time.perf_counter()
-    models = bench_models(args.backend, device, dtype, args.preset)
+    models = bench_models(args.backend, device, dtype, args.model, args.clip)
     load_s = time.perf_counter() - started
-    size = args.size or models.preset.size
-    defaults = model_defaults(models.backend.kind, size)
-    config = StyleConfig(
-        prompt=PROMPT,
-        size=size,
-        steps=args.steps,
-        strength=args.strength,
-        n_patches=args.patches,
-        start=args.start,
-        preview_every=args.preview_every,
-        preview_size=args.preview_size or defaults["preview_size"],
-        preview_steps=args.preview_steps or defaults["preview_steps"],
-    ).validated()
+    config = _job_config(args, models)
     picture = synthetic_picture(config.size, config.size)
-    modes = GUIDANCE_MODES if args.mode == BOTH else (args.mode,)
-    variants = (WINDOW, TAESD) if models.backend.kind == "latent" else (WINDOW,)
-    guidances = (UNGUIDED, *modes, *(variants if "fast" in modes else ()))
-
     kind = "-rerun" if args.rerun else "-graphs" if args.check_graphs else ""
-    args.out = (
-        args.out or RESULTS_DIR / f"{machine_tag(device)}-{args.preset or ARCHITECTURES[args.backend]}{kind}-{datetime.date.today()}.json"
-    )
+    label = _label(args.model) if args.model else ARCHITECTURES[args.backend]
+    args.out = args.out or RESULTS_DIR / f"{machine_tag(device)}-{label}{kind}-{datetime.date.today()}.json"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     settings = {
         **_plain(vars(args)),
@@ -172,25 +130,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": config.to_dict(),
         "optimizations": {path: _plain(dataclasses.asdict(optimizations)) for path, optimizations in paths.items()},
     }
-    machine, described = machine_info(device), _describe(models, load_s)
+    head = {"schema": 1, "machine": machine_info(device), "settings": settings, "models": _describe(models, load_s)}
     if args.check_graphs:
-        print(f"bench: tracing the step loop ({models.name}, {config.size} px)", file=sys.stderr, flush=True)
-        breaks = graph_breaks(models, picture, config, paths[OPTIMISED_PATH])
-        doc = {"schema": 1, "machine": machine, "settings": settings, "models": described, "check_graphs": breaks}
-        args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-        for name, entry in breaks["callables"].items():
-            print(f"{name}: {entry['graph_breaks']} graph breaks {entry['reasons'] or ''}")
-        print(f"graph breaks: {breaks['total']}")
-        print(f"bench: wrote {args.out}", file=sys.stderr)
-        return 0
+        return _check_graphs(head, models, picture, config, paths[OPTIMISED_PATH], args.out)
     if args.rerun:
         print(f"bench: timing cold, warm and preview jobs ({models.name}, {config.size} px)", file=sys.stderr, flush=True)
         reruns = {path: time_reruns(models, picture, config, optimizations, args.repeats) for path, optimizations in paths.items()}
-        doc = {"schema": 1, "machine": machine, "settings": settings, "models": described, "rerun": reruns}
-        args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-        print(rerun_table(doc))
-        print(f"bench: wrote {args.out}", file=sys.stderr)
-        return 0
+        return _write({**head, "rerun": reruns}, args.out, rerun_table)
+    modes = GUIDANCE_MODES if args.mode is None else (args.mode,)
+    variants = (WINDOW, TAESD) if models.backend.kind == "latent" else (WINDOW,)
+    guidances = (UNGUIDED, *modes, *(variants if "fast" in modes else ()))
     results = []
     for path, optimizations in paths.items():  # eager first: the optimised path leaves the weights channels_last
         for guidance in guidances:
@@ -201,11 +150,58 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             results.append(time_case(models, picture, config, path, guidance, optimizations, args.repeats, args.profile))
             # Rewritten after every case, so a run cut short still leaves what it measured.
-            doc = document(machine, settings, described, results)
+            doc = document(head["machine"], settings, head["models"], results)
             args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    print(table(doc))
-    print(f"bench: wrote {args.out}", file=sys.stderr)
+    return _write(doc, args.out, table)
+
+
+def resolve(requested: str | None, parser: argparse.ArgumentParser) -> torch.device:
+    """``--device`` as a torch device (CUDA where available by default), or an error naming the flag."""
+    try:
+        return resolve_device(requested)
+    except ConfigError as exc:
+        parser.error(f"--device: {exc}")
+        raise
+
+
+def _backend(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    """The backend the models have: ``--backend``, or the model's own, which ``--backend`` may not contradict."""
+    if args.model is None:
+        return args.backend or DEFAULT_BACKEND
+    own = resolve_preset(args.model, args.clip).backend
+    if args.backend and args.backend != own:
+        parser.error(f"--backend {args.backend} contradicts --model {args.model}, which is {own}")
+    return own
+
+
+def _job_config(args: argparse.Namespace, models: Models) -> StyleConfig:
+    """The timed job's settings: the knob options given, over the models' defaults, with the benchmark's prompt."""
+    given = {name: value for name, value in given_settings(args).items() if name != "mode"}
+    size = given.get("size") or models.preset.size
+    return StyleConfig(**{**model_defaults(models.backend.kind, size), "prompt": PROMPT, **given}).validated()
+
+
+def _check_graphs(head: dict[str, Any], models: Models, picture: Any, config: StyleConfig, optimizations: Optimizations, out: Path) -> int:
+    print(f"bench: tracing the step loop ({models.name}, {config.size} px)", file=sys.stderr, flush=True)
+    breaks = graph_breaks(models, picture, config, optimizations)
+    out.write_text(json.dumps({**head, "check_graphs": breaks}, indent=2) + "\n", encoding="utf-8")
+    for name, entry in breaks["callables"].items():
+        print(f"{name}: {entry['graph_breaks']} graph breaks {entry['reasons'] or ''}")
+    print(f"graph breaks: {breaks['total']}")
+    print(f"bench: wrote {out}", file=sys.stderr)
     return 0
+
+
+def _write(doc: dict[str, Any], out: Path, tabulate: Any) -> int:
+    out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    print(tabulate(doc))
+    print(f"bench: wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _label(model: str) -> str:
+    """A file-name label for a model given by name, folder or repo id."""
+    return Path(model).name.replace("/", "-") or "model"
 
 
 def _without(optimizations: Optimizations, names: str, parser: argparse.ArgumentParser) -> Optimizations:

@@ -17,16 +17,18 @@ import torch
 from PIL import Image
 
 from stylizer.config import StyleConfig
-from stylizer.loading import Models
-from stylizer.optimization import Optimizations
-from stylizer.sampler import ready_job
-from stylizer.step import denoise_step, fast_loss, full_loss, guided_move, inversion_step, predict_eps
+from stylizer.engine.models import Models
+from stylizer.engine.optimization import Optimizations
+from stylizer.engine.sampler import ready_job
+from stylizer.engine.step import denoise_step, fast_loss, full_loss, guided_move, inversion_step, predict_eps
+from stylizer.request import Request
 
 
 def graph_breaks(models: Models, picture: Image.Image, config: StyleConfig, optimizations: Optimizations) -> dict[str, Any]:
     """Graph breaks of every step-loop callable at ``config``'s size: ``{"total": N, "callables": {name: {...}}}``."""
-    optimizations = dataclasses.replace(optimizations, compile=False, compile_mode=None, cuda_graphs=False)
-    ready = ready_job(models, picture, config, optimize=optimizations)
+    # The step's own callables, traced as a capture would see them: uncompiled, outside any graph.
+    optimizations = dataclasses.replace(optimizations.single_call(), cuda_graphs=False)
+    ready = ready_job(models, Request(picture, config), optimize=optimizations)
     if ready.guided is None:
         raise ValueError("--check-graphs needs a guided job: give a loss a weight above 0")
     times, sample, job = ready.times[0], ready.trajectory[0], ready.guided_job

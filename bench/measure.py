@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from stylizer.memory import trim_host_heap
+from stylizer.serving.memory import trim_host_heap
 
 MB = 2**20
 # Libraries whose versions change the timings, by distribution name.

@@ -17,9 +17,10 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from stylizer.config import StyleConfig
-from stylizer.loading import Models
-from stylizer.optimization import Optimizations
-from stylizer.sampler import stylize
+from stylizer.engine.models import Models
+from stylizer.engine.optimization import Optimizations
+from stylizer.engine.sampler import stylize
+from stylizer.request import Request
 
 US = 1e-6
 # The profiled job's schedule: a 50-step job holds millions of profiler events (minutes of
@@ -45,7 +46,7 @@ def profile_job(models: Models, picture: Image.Image, config: StyleConfig, optim
     activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
     with profile(activities=activities) as prof:
         started = time.perf_counter()
-        for _ in stylize(models, picture, config, optimize=optimizations):
+        for _ in stylize(models, Request(picture, config), optimize=optimizations):
             pass
         if cuda:
             torch.cuda.synchronize()

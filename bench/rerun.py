@@ -19,9 +19,9 @@ from typing import Any
 from PIL import Image
 
 from stylizer.config import StyleConfig
-from stylizer.loading import Models
-from stylizer.optimization import Optimizations
-from stylizer.prepared import PreparedCache
+from stylizer.engine.models import Models
+from stylizer.engine.optimization import Optimizations
+from stylizer.engine.prepared import PreparedCache
 
 from .run import run_job
 

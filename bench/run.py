@@ -19,13 +19,15 @@ import numpy as np
 from PIL import Image
 
 from stylizer.config import StyleConfig
-from stylizer.graphs import graphs_of
-from stylizer.loading import Models
-from stylizer.optimization import Optimizations
-from stylizer.prepared import PreparedCache
-from stylizer.sampler import stylize
-from stylizer.warmup import WARMUP_STEPS
+from stylizer.engine.graphs import graphs_of
+from stylizer.engine.models import Models
+from stylizer.engine.optimization import Optimizations
+from stylizer.engine.prepared import PreparedCache
+from stylizer.engine.sampler import stylize
+from stylizer.engine.warmup import WARMUP_STEPS
+from stylizer.request import Request
 
+from .compiled import step_marker
 from .measure import PeakMemory, StepClock
 from .profile import profile_job
 
@@ -161,10 +163,12 @@ def run_job(
 ) -> Job:
     """One job through the real ``stylize``, timed: end to end, to the first frame, and each step; with its peak memory."""
     clock = StepClock(models.device)
+    marker = step_marker(optimizations)
+    on_step = clock if marker is None else lambda done, total: (marker(done, total), clock(done, total))
     first: tuple[float, int] | None = None
     with PeakMemory(models.device) as memory:
         started = time.perf_counter()
-        for frame in stylize(models, picture, config, on_step=clock, optimize=optimizations, cache=cache):
+        for frame in stylize(models, Request(picture, config), on_step=on_step, optimize=optimizations, cache=cache):
             if first is None:
                 first = (time.perf_counter() - started, frame.step)
         seconds = time.perf_counter() - started

@@ -1,6 +1,6 @@
 """The overhead of Ray Serve over the in-process worker for one job: end-to-end seconds, through Serve / in process.
 
-    OMP_NUM_THREADS=1 python -m bench.serve_overhead [--model tiny] [--steps 20] [--size 64] [--repeats 5]
+    OMP_NUM_THREADS=1 python -m bench.serve_overhead [--model tiny] [--clip NAME] [--steps 20] [--size 64] [--repeats 5]
 
 Both sides run the same jobs, one after the other, on one CPU replica (a Serve replica reserves one CPU, so
 torch gets one thread there; ``OMP_NUM_THREADS=1`` gives the in-process worker the same).
@@ -18,32 +18,33 @@ import statistics
 import time
 from typing import Any
 
+from stylizer.cli.options import add_model_options
 from stylizer.config import Limits
 from stylizer.images import synthetic_picture
-from stylizer.jobs import RunFn
-from stylizer.worker import Worker
+from stylizer.serving.jobs import JobRunner
+from stylizer.serving.worker import Worker
 
 
-def seconds(run: RunFn, picture: Any, settings: dict[str, Any]) -> float:
-    """Wall-clock seconds of one job, from the call to its result."""
+def seconds(jobs: JobRunner, picture: Any, settings: dict[str, Any]) -> float:
+    """Wall-clock seconds of one job, from the check to its result."""
     started = time.perf_counter()
-    assert any(update.result is not None for update in run(picture, settings))
+    assert any(update.result is not None for update in jobs.run(jobs.check(picture, settings)))
     return time.perf_counter() - started
 
 
-def timed_jobs(run: RunFn, pictures: list[Any], settings: dict[str, Any]) -> list[float]:
+def timed_jobs(jobs: JobRunner, pictures: list[Any], settings: dict[str, Any]) -> list[float]:
     """Seconds of one job per picture, after a warm-up job on the first."""
-    return [seconds(run, picture, settings) for picture in pictures][1:]
+    return [seconds(jobs, picture, settings) for picture in pictures][1:]
 
 
-def in_process(model: str, limits: Limits, pictures: list[Any], settings: dict[str, Any]) -> list[float]:
+def in_process(model: str, clip: str | None, limits: Limits, pictures: list[Any], settings: dict[str, Any]) -> list[float]:
     """:func:`timed_jobs` on an in-process worker of ``model`` on the CPU."""
-    return timed_jobs(Worker(model, ["cpu"], limits=limits).run, pictures, settings)
+    return timed_jobs(Worker(model, ["cpu"], clip=clip, limits=limits), pictures, settings)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.serve_overhead", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tiny")
+    add_model_options(parser, device=None, model_default="tiny")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
@@ -52,18 +53,18 @@ def main() -> None:
     settings = dict(prompt="drawing with black ink", size=args.size, steps=args.steps, strength=1.0, seed=0)
     pictures = [synthetic_picture(80, 60, noise=0.02, seed=i) for i in range(args.repeats + 1)]
     limits = Limits.from_env()
-    times = {"in process": in_process(args.model, limits, pictures, settings)}
+    times = {"in process": in_process(args.model, args.clip, limits, pictures, settings)}
     # Ray is imported only now, as the app imports it only with --ray: the in-process figure is the plain app's.
     import ray
     from ray import serve
 
-    from stylizer.serve_client import connect
+    from stylizer.serving.ray_client import connect
 
     try:
-        times["serve"] = timed_jobs(connect("local", args.model, 1, limits=limits).run, pictures, settings)
+        times["serve"] = timed_jobs(connect("local", args.model, 1, clip=args.clip, limits=limits), pictures, settings)
         # The same in-process jobs in a Ray worker process: what the OS gives Ray's processes, without Serve.
         task = ray.remote(num_cpus=1)(in_process)
-        times["in a Ray task"] = ray.get(task.remote(args.model, limits, pictures, settings))
+        times["in a Ray task"] = ray.get(task.remote(args.model, args.clip, limits, pictures, settings))
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -2,34 +2,38 @@
 
 Library use::
 
-    from stylizer import StyleConfig, load_image, load_models, stylize
+    from stylizer import StyleConfig, check_request, load_models, stylize
 
     models = load_models("church-256")
-    config = StyleConfig(prompt="drawing with black ink").validated()
-    for frame in stylize(models, load_image("photo.jpg").image, config):
+    request = check_request("photo.jpg", {"prompt": "drawing with black ink", "size": models.preset.size})
+    for frame in stylize(models, request):
         print(frame.step, frame.total, frame.losses)
     frame.image.save("out.png")
+
+The names below load on first use, so ``import stylizer.config`` (or any module that needs no
+torch) does not import torch, diffusers or open_clip.
 """
 
-from .config import Limits, StyleConfig
-from .errors import ConfigError, InputError, ModelLoadError, StylizerError
-from .images import load_image
-from .loading import PRESETS, load_models
-from .prepared import PreparedCache, prepare_picture
-from .sampler import Frame, stylize
+from ._lazy import lazy_exports
 
-__all__ = [
-    "ConfigError",
-    "Frame",
-    "InputError",
-    "Limits",
-    "ModelLoadError",
-    "PRESETS",
-    "PreparedCache",
-    "StyleConfig",
-    "StylizerError",
-    "load_image",
-    "load_models",
-    "prepare_picture",
-    "stylize",
-]
+# Each public name and the module that defines it.
+_PUBLIC = {
+    "ConfigError": "stylizer.errors",
+    "InputError": "stylizer.errors",
+    "ModelLoadError": "stylizer.errors",
+    "StylizerError": "stylizer.errors",
+    "Limits": "stylizer.config",
+    "StyleConfig": "stylizer.config",
+    "load_image": "stylizer.images",
+    "Request": "stylizer.request",
+    "check_request": "stylizer.request",
+    "PRESETS": "stylizer.loading.presets",
+    "load_models": "stylizer.loading.models",
+    "Models": "stylizer.engine.models",
+    "PreparedCache": "stylizer.engine.prepared",
+    "prepare_picture": "stylizer.engine.prepared",
+    "Frame": "stylizer.engine.sampler",
+    "stylize": "stylizer.engine.sampler",
+}
+__all__ = sorted(_PUBLIC)
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC, globals())

@@ -1,4 +1,4 @@
-"""Image I/O: any upload to a clean RGB picture, pictures to tensors and back, frames to GIF.
+"""Image I/O without torch: any upload to a clean RGB picture, working and output sizes, frames to GIF.
 
 All decoding goes through :func:`load_image`, so the CLI, the API and the UI share
 one set of checks and one set of messages.
@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from PIL import Image, ImageCms, ImageOps, ImageSequence, UnidentifiedImageError
+from PIL import Image, ImageChops, ImageCms, ImageOps, ImageSequence, UnidentifiedImageError
 
 from .config import Limits
 from .errors import InputError
@@ -30,6 +28,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".ti
 MIN_SIDE = 16
 MAX_ASPECT = 8.0
 _SRGB = ImageCms.createProfile("sRGB")
+# Mask and picture may differ this much in aspect ratio (rounding when a mask was resized).
+ASPECT_TOLERANCE = 0.02
+# A mask whose brightest pixel is darker than this selects nothing.
+SELECTED = 128
 
 
 @dataclass
@@ -109,6 +111,29 @@ def load_mask(source: ImageSource, limits: Limits | None = None) -> LoadedImage:
     limits = limits or Limits.from_env()
     img = source if isinstance(source, Image.Image) else _open(source, limits)
     return _normalise(img, limits, _to_mask)
+
+
+def check_mask(mask: Image.Image, picture: Image.Image, invert: bool) -> Image.Image:
+    """The mask at the picture's size, white where to restyle, or a clear error.
+
+    Args:
+        mask: 8-bit greyscale (see :func:`stylizer.images.load_mask`).
+        picture: the picture it belongs to.
+        invert: restyle outside the white instead.
+
+    Raises:
+        InputError: the aspect ratios differ, or the mask selects nothing.
+    """
+    (mw, mh), (pw, ph) = mask.size, picture.size
+    if abs((mw / mh) / (pw / ph) - 1) > ASPECT_TOLERANCE:
+        raise InputError(f"the mask is {mw}x{mh} px but the picture is {pw}x{ph} px: the mask must have the picture's aspect ratio")
+    sized = mask.convert("L").resize(picture.size, Image.Resampling.BILINEAR)
+    if invert:
+        sized = ImageChops.invert(sized)
+    if sized.getextrema()[1] < SELECTED:
+        inside = "outside it (the mask is inverted)" if invert else "in white"
+        raise InputError(f"the mask selects nothing: paint the region to restyle {inside}")
+    return sized
 
 
 def _open(source: str | os.PathLike | bytes, limits: Limits) -> Image.Image:
@@ -242,24 +267,6 @@ def output_size(width: int, height: int, long_side: int) -> tuple[int, int]:
     """The result's size: long side ``long_side`` with the input's exact aspect ratio."""
     scale = long_side / max(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def to_tensor(img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
-    """PIL RGB -> float tensor of shape (1, 3, H, W) in [-1, 1], resized to ``size`` = (W, H)."""
-    resized = img.resize(size, Image.Resampling.LANCZOS) if img.size != size else img
-    arr = np.asarray(resized, dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
-
-
-def to_pil(x: torch.Tensor, size: tuple[int, int] | None = None) -> Image.Image:
-    """Tensor (1, 3, H, W) or (3, H, W) in [-1, 1] -> PIL RGB on the CPU, optionally resized to (W, H)."""
-    x = x.detach()
-    if x.dim() == 4:
-        x = x[0]
-    if size is not None and (x.shape[-1], x.shape[-2]) != tuple(size):
-        x = F.interpolate(x[None].float(), size=(size[1], size[0]), mode="bicubic", align_corners=False, antialias=True)[0]
-    arr = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(arr, mode="RGB")
 
 
 def save_animation(frames: Sequence[Image.Image], path: str | os.PathLike, seconds_per_frame: float = 0.25) -> Path:

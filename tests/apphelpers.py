@@ -20,8 +20,8 @@ from gradio_client.client import Job
 from gradio_client.utils import Status
 
 from stylizer.config import Limits
+from stylizer.serving.worker import Worker
 from stylizer.ui import build_demo
-from stylizer.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,10 +16,10 @@ from torch import nn
 
 from bench.run import NO_GUIDANCE
 from stylizer.config import StyleConfig
+from stylizer.engine.models import Models
+from stylizer.engine.sampler import Frame, stylize
 from stylizer.images import synthetic_picture
-from stylizer.loading import Models
 from stylizer.loading.tiny import tiny_unet
-from stylizer.sampler import Frame, stylize
 
 __all__ = [
     "CUDA_REPEAT_TOLERANCE",

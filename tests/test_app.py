@@ -18,8 +18,8 @@ from PIL import Image
 
 import app
 from stylizer.config import Limits
+from stylizer.serving.worker import Worker
 from stylizer.ui import build_demo
-from stylizer.worker import Worker
 
 from .apphelpers import bomb_png, result_path, serving, wait_until_idle, wait_until_queued
 from .helpers import BAD_MASKS, save_picture
@@ -136,8 +136,8 @@ def test_bad_pictures_through_the_api_get_their_message_and_the_server_stays_up(
 def test_two_pages_with_different_pictures_never_see_each_others_images(worker, tmp_path):
     """Pages share the worker and its cache of prepared pictures; each gets its own picture's result, as a cold run gives it."""
     from stylizer.config import StyleConfig
+    from stylizer.engine.sampler import stylize
     from stylizer.images import load_image
-    from stylizer.sampler import stylize
 
     from .helpers import make_image
 

@@ -16,10 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
-from stylizer.batch import BatchItem, BatchSpec, batch_spec, file_sha256, is_finished, write_atomically
 from stylizer.cli import build_batch_parser, build_parser, main
+from stylizer.cli.batch import BatchItem, BatchSpec, batch_spec, file_sha256, is_finished, write_atomically
+from stylizer.cli.ray_batch import RAY_MISSING, RayPictures, plan_actors
 from stylizer.config import Limits
-from stylizer.ray_batch import RAY_MISSING, RayPictures, plan_actors
 
 from .helpers import make_image
 

@@ -10,11 +10,11 @@ import torch
 from bench.build import bench_models
 from bench.cli import main as bench_main
 from stylizer.config import StyleConfig
+from stylizer.engine.optimization import EAGER, Optimizations, optimizations_for, set_layout
+from stylizer.engine.sampler import frame_steps, stylize
+from stylizer.engine.warmup import warmup
 from stylizer.errors import ConfigError
 from stylizer.loading import load_models
-from stylizer.optimization import EAGER, Optimizations, optimizations_for, set_layout
-from stylizer.sampler import frame_steps, stylize
-from stylizer.warmup import warmup
 
 from .helpers import make_image
 

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from stylizer.config import Limits
+from stylizer.serving.worker import Worker
 from stylizer.ui import CSS, THEME, build_demo
-from stylizer.worker import Worker
 
 from .apphelpers import served
 

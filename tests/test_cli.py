@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from stylizer.cli import main
-from stylizer.images import to_pil
-from stylizer.objective import StyleObjective
+from stylizer.engine.objective import StyleObjective
+from stylizer.engine.tensors import to_pil
 
 from .helpers import BAD_MASKS, save_picture
 
@@ -193,8 +193,8 @@ def test_bad_masks_exit_2_with_one_line(capsys, tmp_path, picture_path, kind):
 )
 def test_bad_output_paths_are_rejected_before_any_work(monkeypatch, capsys, tmp_path, picture_path, paths, fragment):
     """Loading the models or decoding the picture would fail this test: the option error must come first."""
-    import stylizer.inputs
     import stylizer.loading
+    import stylizer.request
 
     def work(*args, **kwargs):
         raise AssertionError("work started before the options were checked")

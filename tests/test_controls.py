@@ -6,8 +6,8 @@ from PIL import Image, ImageDraw
 
 from stylizer.config import Limits, StyleConfig
 from stylizer.errors import ConfigError, InputError
-from stylizer.inputs import check_request
 from stylizer.loading import load_models
+from stylizer.request import check_request
 
 from .helpers import BAD_MASKS, NO_GUIDANCE, make_image, pixels, run
 
@@ -118,7 +118,7 @@ def test_a_painted_layer_with_transparency_is_read_by_its_alpha(picture):
 
 def test_outside_the_mask_every_step_follows_the_inputs_own_trajectory(monkeypatch, picture):
     """Blended diffusion, not just a final paste: on a pixel model the last sample already is the input outside the mask."""
-    from stylizer.images import to_tensor
+    from stylizer.engine.tensors import to_tensor
 
     models = load_models("tiny", "cpu")
     decoded = []
@@ -138,7 +138,7 @@ def test_outside_the_mask_every_step_follows_the_inputs_own_trajectory(monkeypat
 def test_patch_crops_are_centred_where_the_mask_is_on():
     import torch
 
-    from stylizer.losses import crop_cdf, crop_uniforms, random_perspective_crops
+    from stylizer.engine.losses import crop_cdf, crop_uniforms, random_perspective_crops
 
     image = torch.zeros(1, 3, 48, 64)
     image[..., 32:] = 1.0  # the right half is white
@@ -154,9 +154,10 @@ def test_patch_crops_are_centred_where_the_mask_is_on():
 def test_the_losses_see_only_the_masked_region(picture):
     import torch
 
-    from stylizer.images import to_tensor
-    from stylizer.mask import as_tensor, check_mask
-    from stylizer.objective import StyleObjective
+    from stylizer.engine.mask import as_tensor
+    from stylizer.images import check_mask
+    from stylizer.engine.objective import StyleObjective
+    from stylizer.engine.tensors import to_tensor
 
     models = load_models("tiny", "cpu")
     source = (to_tensor(picture, OUT) + 1) / 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stylizer.worker import Worker
+from stylizer.serving.worker import Worker
 
 FAST = {"size": 64, "steps": 4}
 

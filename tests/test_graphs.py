@@ -11,14 +11,14 @@ import torch
 
 from bench.cli import main as bench_main
 from bench.graphs import graph_breaks
-from stylizer import losses, sampler
 from stylizer.config import StyleConfig
+from stylizer.engine import losses, sampler
+from stylizer.engine.graphs import CapturedCall, graphs_of
+from stylizer.engine.optimization import EAGER, Optimizations, optimizations_for
+from stylizer.engine.sampler import stylize
+from stylizer.engine.step import UNGUIDED
 from stylizer.errors import ConfigError
-from stylizer.graphs import CapturedCall, graphs_of
 from stylizer.loading import load_models
-from stylizer.optimization import EAGER, Optimizations, optimizations_for
-from stylizer.sampler import stylize
-from stylizer.step import UNGUIDED
 
 from .helpers import make_image, pixels, run
 

@@ -7,8 +7,9 @@ import pytest
 from PIL import Image
 
 from stylizer.config import Limits
+from stylizer.engine.tensors import to_pil, to_tensor
 from stylizer.errors import InputError
-from stylizer.images import load_image, output_size, save_animation, to_pil, to_tensor, working_size
+from stylizer.images import load_image, output_size, save_animation, working_size
 
 from .helpers import make_image, swapped_primaries_profile
 

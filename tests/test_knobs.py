@@ -7,7 +7,7 @@ from gradio_client import Client, handle_file
 
 from stylizer.cli import blend_settings, build_parser, knob_flags, main
 from stylizer.config import PROMPT_FIELDS, WEIGHT_FIELDS, Limits, StyleConfig, field_range, knobs
-from stylizer.jobs import JobUpdate, ModelInfo
+from stylizer.serving.jobs import JobUpdate, ModelInfo
 from stylizer.ui import api_parameters, build_demo
 
 from .apphelpers import served

@@ -12,17 +12,19 @@ from diffusers import DDIMScheduler, StableDiffusionPipeline
 from diffusers.models.autoencoders.vae import DecoderOutput
 from torch import nn
 
-from stylizer import loading, sampler
-from stylizer.backends import VAE_TILE_SIDE, LatentBackend, PixelBackend
+from stylizer import loading
 from stylizer.cli import main
 from stylizer.config import StyleConfig
-from stylizer.ddim import timestep_times
+from stylizer.engine import sampler
+from stylizer.engine.backends import VAE_TILE_SIDE, LatentBackend, PixelBackend
+from stylizer.engine.ddim import timestep_times
+from stylizer.engine.models import Models
+from stylizer.engine.sampler import frame_steps
+from stylizer.engine.tensors import to_pil, to_tensor
 from stylizer.errors import ModelLoadError
-from stylizer.images import to_pil, to_tensor
-from stylizer.loading import Models, load_models, resolve_preset
+from stylizer.loading import load_models, resolve_preset
 from stylizer.loading.build import load_backend
 from stylizer.loading.tiny import SD_SCHEDULE, tiny_latent_parts
-from stylizer.sampler import frame_steps
 
 from . import helpers
 from .helpers import NO_GUIDANCE, AnalyticEps, hub_snapshot, make_image, pixels

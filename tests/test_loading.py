@@ -15,7 +15,7 @@ from diffusers import DDPMScheduler
 from safetensors.torch import save_file
 
 from stylizer import loading
-from stylizer.ddim import timestep_times
+from stylizer.engine.ddim import timestep_times
 from stylizer.errors import ConfigError, ModelLoadError
 from stylizer.loading import build, hub, load_models, load_preset, resolve_preset
 from stylizer.loading.build import build_clip, load_backend, load_clip, load_vgg

@@ -7,12 +7,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from stylizer import encoders, losses
 from stylizer.config import StyleConfig
-from stylizer.images import to_tensor
+from stylizer.engine import encoders, losses
+from stylizer.engine.objective import StyleObjective
+from stylizer.engine.tensors import to_tensor
 from stylizer.loading.build import build_clip
 from stylizer.loading.presets import TINY_CLIP_ARCH
-from stylizer.objective import StyleObjective
 
 
 def test_directional_loss_is_zero_when_parallel_and_two_when_opposite():

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from stylizer.config import StyleConfig
+from stylizer.engine.optimization import Optimizations
+from stylizer.engine.prepared import PreparedCache, prepare_picture
+from stylizer.engine.sampler import stylize
 from stylizer.loading import load_models
-from stylizer.optimization import Optimizations
-from stylizer.prepared import PreparedCache, prepare_picture
-from stylizer.sampler import stylize
 
 from .helpers import CUDA_REPEAT_TOLERANCE, make_image, pixels
 

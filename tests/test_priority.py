@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from stylizer.pool import DevicePool, Priority
+from stylizer.serving.pool import DevicePool, Priority
+from stylizer.serving.worker import Worker
 from stylizer.ui.requests import PREPARE, PREVIEW, PageRequests
-from stylizer.worker import Worker
 
 from .apphelpers import wait_until_idle
 from .helpers import make_image

@@ -19,11 +19,11 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from stylizer import worker as worker_module
 from stylizer.cli import main as cli_main
 from stylizer.config import Limits, StyleConfig
+from stylizer.serving import worker as worker_module
+from stylizer.serving.worker import Worker
 from stylizer.ui import api_parameters
-from stylizer.worker import Worker
 
 from .apphelpers import app_process, bomb_png, result_path, serving, wait_until_idle, wait_until_queued
 from .helpers import make_image, swapped_primaries_profile

@@ -7,13 +7,13 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from stylizer.backends import PixelBackend
 from stylizer.config import StyleConfig
-from stylizer.ddim import clip_range, ddim_move, inversion_times, predicted_clean, sampling_times
-from stylizer.images import to_tensor
-from stylizer.loading import Models
-from stylizer.prepared import ddim_invert
-from stylizer.sampler import frame_steps, stylize
+from stylizer.engine.backends import PixelBackend
+from stylizer.engine.ddim import clip_range, ddim_move, inversion_times, predicted_clean, sampling_times
+from stylizer.engine.models import Models
+from stylizer.engine.prepared import ddim_invert
+from stylizer.engine.sampler import frame_steps, stylize
+from stylizer.engine.tensors import to_tensor
 
 from .helpers import CUDA_REPEAT_TOLERANCE, NO_GUIDANCE, AnalyticEps, make_image, pixels, run
 

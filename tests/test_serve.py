@@ -64,7 +64,7 @@ def replicas() -> list:
     """Handles on the application's replica actors."""
     import ray
 
-    from stylizer.serving import APP_NAME, DEPLOYMENT_NAME
+    from stylizer.serving.ray_replica import APP_NAME, DEPLOYMENT_NAME
 
     names = ray.util.list_named_actors(all_namespaces=True)
     prefix = f"SERVE_REPLICA::{APP_NAME}#{DEPLOYMENT_NAME}#"
@@ -91,11 +91,11 @@ def wait_for_steps(job, count: int = 2) -> None:
 def test_the_serve_config_deploys_the_application_builder(serve):
     from ray.serve.schema import ServeDeploySchema
 
-    from stylizer.serving import APP_NAME, app_builder
+    from stylizer.serving.ray_replica import APP_NAME, app_builder
 
     config = ServeDeploySchema.model_validate(yaml.safe_load((ROOT / "deploy" / "serve_config.yaml").read_text()))
     (application,) = config.applications
-    assert application.name == APP_NAME and application.import_path == "stylizer.serving:app_builder"
+    assert application.name == APP_NAME and application.import_path == "stylizer.serving.ray_replica:app_builder"
     built = app_builder({**application.args, "model": "tiny", "gpus": 1})
     deployment = built._bound_deployment
     assert deployment.num_replicas == application.args["replicas"] and deployment.ray_actor_options["num_gpus"] == 1
@@ -124,7 +124,7 @@ def test_the_ray_flags_and_their_environment_variables(monkeypatch):
 
 
 def test_four_clients_on_two_replicas_each_get_their_own_streamed_result(url, picture_path, tmp_path):
-    from stylizer.worker import Worker
+    from stylizer.serving.worker import Worker
 
     seeds = [3, 4, 5, 6]
     jobs = [Client(url, verbose=False).submit(image=handle_file(picture_path), **JOB, seed=s, api_name="/stylize") for s in seeds]
@@ -198,7 +198,7 @@ def assert_replicas_free(short_job: Callable[[], bool]) -> None:
 
 
 def test_a_replica_killed_mid_job_gives_a_clear_error_and_the_next_job_succeeds(ray, serve, url, picture_path):
-    from stylizer.serving import APP_NAME, DEPLOYMENT_NAME
+    from stylizer.serving.ray_replica import APP_NAME, DEPLOYMENT_NAME
 
     client = Client(url, verbose=False)
     job = client.submit(image=handle_file(picture_path), **LONG_JOB, api_name="/stylize")

@@ -12,8 +12,9 @@ import pytest
 import torch
 from diffusers import AutoencoderTiny
 
-from stylizer.backends import LatentBackend
 from stylizer.cli import main
+from stylizer.engine.backends import LatentBackend
+from stylizer.engine.optimization import EAGER, Optimizations
 from stylizer.errors import ConfigError, ModelLoadError
 from stylizer.eval import Grid, sweep_settings
 from stylizer.eval.dataset import find_images
@@ -22,7 +23,6 @@ from stylizer.loading.build import load_backend, load_taesd
 from stylizer.loading.fetch import TAESD_FILES
 from stylizer.loading.presets import PRESETS, TAESD_REPO, TINY_LATENT
 from stylizer.loading.tiny import tiny_latent_parts, tiny_taesd, tiny_taesd_folder
-from stylizer.optimization import EAGER, Optimizations
 
 from .helpers import hub_snapshot, run
 from .test_download import FakeRemote

@@ -10,7 +10,7 @@ from PIL import Image
 
 from stylizer.config import Limits
 from stylizer.errors import InputError
-from stylizer.jobs import JobResult, JobUpdate, ModelInfo
+from stylizer.serving.jobs import JobResult, JobUpdate, ModelInfo
 from stylizer.ui import build_demo
 from stylizer.ui.requests import PageRequests
 from stylizer.ui.settings import apply_settings, page_knobs

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from stylizer import zerogpu
-from stylizer.jobs import JobUpdate
-from stylizer.worker import Worker
+from stylizer.serving import zerogpu
+from stylizer.serving.jobs import JobUpdate
+from stylizer.serving.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[1]
 # A stand-in for the `spaces` package that fails as the real one does when torch came first.
@@ -125,7 +125,7 @@ def test_a_real_jobs_updates_survive_the_trip_back_from_the_gpu_process(tmp_path
 def test_zero_gpu_never_captures_or_compiles(monkeypatch):
     import torch
 
-    from stylizer.optimization import optimizations_for
+    from stylizer.engine.optimization import optimizations_for
 
     monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
     assert optimizations_for(torch.device("cuda"), True, torch.bfloat16).cuda_graphs

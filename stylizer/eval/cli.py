@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..commands import OneLineParser, positive_int, run_command
+from ..cli.commands import OneLineParser, positive_int, run_command
+from ..cli.options import add_knob_options, add_model_options, given_settings
 from ..config import Limits
 from ..errors import ConfigError
 
@@ -24,7 +25,7 @@ DEFAULT_OUT = "report"
 
 def build_parser() -> argparse.ArgumentParser:
     """The evaluation command's argument parser."""
-    from ..loading import CLIP_MODELS, DEFAULT_PRESET, PRESETS
+    from ..loading import CLIP_MODELS
     from .dataset import DEFAULT_IMAGES, DEFAULT_PROMPTS
 
     parser = OneLineParser(
@@ -34,9 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         "per image, over content images x style prompts x settings. Writes metrics.json, metrics.csv, "
         "style_vs_content.png and an index.html contact sheet.",
     )
-    parser.add_argument(
-        "--model", default=DEFAULT_PRESET, help=f"preset ({', '.join(PRESETS)}), diffusers folder or repo id (default: {DEFAULT_PRESET})"
-    )
+    add_model_options(parser)
     parser.add_argument("--metric-clip", choices=list(CLIP_MODELS), help="judge CLIP for the metrics (default: the guide's CLIP)")
     parser.add_argument(
         "--images", default=str(DEFAULT_IMAGES), metavar="DIR", help="folder of content images (default: the repository's assets/)"
@@ -45,9 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--prompts", default=str(DEFAULT_PROMPTS), metavar="FILE", help="style prompts, one a line; # comments (default: the built-in list)"
     )
     parser.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N images and the first N prompts")
-    parser.add_argument("--size", type=positive_int, metavar="PX", help="working resolution, long side (default: the preset's)")
-    parser.add_argument("--steps", type=positive_int, metavar="N", help="DDIM steps over the full schedule (default: StyleConfig's)")
-    parser.add_argument("--seed", type=int, help="random seed for every job (default: StyleConfig's)")
+    add_knob_options(parser, lambda knob: knob.evaluation)
     parser.add_argument(
         "--sweep",
         action="append",
@@ -65,7 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mask", metavar="PATH", help="restyle every image only where this mask is white (it must fit every image)")
     parser.add_argument("--style-image", metavar="PATH", help="take the style (also) from this picture, for every job")
     parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"report folder (default: {DEFAULT_OUT}/)")
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     return parser
 
 
@@ -89,14 +85,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")
-    preset = resolve_preset(args.model)
-    flags = {"size": args.size, "steps": args.steps, "seed": args.seed}
-    base = {"size": preset.size, **parse_overrides(args.set), **{k: v for k, v in flags.items() if v is not None}}
+    preset = resolve_preset(args.model, args.clip)
+    base = {"size": preset.size, **parse_overrides(args.set), **given_settings(args)}
     images, prompts = find_images(args.images)[: args.limit], read_prompts(args.prompts)[: args.limit]
     pictures = {name: Path(value) if value else None for name, value in (("mask", args.mask), ("style_image", args.style_image))}
     grid = Grid(images, prompts, sweep_settings(args.sweep), base, Limits.from_env(), **pictures)
 
-    models = load_models(args.model, args.device)
+    models = load_models(args.model, args.device, args.clip)
     if models.untrained:
         print(f"{PROG}: warning: {models.name!r} has random weights; its scores test the harness only", file=sys.stderr)
     judge = Judge.for_models(models, args.metric_clip)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import losses
-from ..encoders import ClipEncoder, VggEncoder
-from ..loading import Models
+from ..engine import losses
+from ..engine.encoders import ClipEncoder, VggEncoder
+from ..engine.models import Models
 from ..loading.build import load_clip
 from . import metrics
 

@@ -1,6 +1,6 @@
 """Quality metrics as pure functions on tensors.
 
-Conventions as in :mod:`stylizer.losses`: images are float tensors (N, 3, H, W) in
+Conventions as in :mod:`stylizer.engine.losses`: images are float tensors (N, 3, H, W) in
 [0, 1]; embeddings are rows (L2-normalised by the encoders, but the cosines here do
 not rely on it). Every function returns one value per row.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .. import losses
+from ..engine import losses
 
 # Wang et al. (2004): an 11x11 gaussian window with sigma 1.5, and the stabilising
 # constants for a dynamic range of 1 (images in [0, 1]).

@@ -12,12 +12,12 @@ from typing import Any
 from PIL import Image
 
 from ..config import Limits, StyleConfig
+from ..engine.models import Models
+from ..engine.sampler import stylize
+from ..engine.tensors import to_pil, to_tensor
 from ..errors import InputError
-from ..images import load_image, load_mask, to_pil, to_tensor
-from ..inputs import named_picture
-from ..loading import Models
-from ..mask import check_mask
-from ..sampler import stylize
+from ..images import check_mask, load_image, load_mask
+from ..request import Request, named_picture
 from .judge import Judge
 from .sweeps import Setting
 
@@ -112,8 +112,8 @@ def run_grid(models: Models, judge: Judge, grid: Grid, out_dir: str | Path) -> I
         for i, (path, picture) in enumerate(zip(grid.images, pictures)):
             stem = f"{i:02d}-{slug(path.stem)}"
             for j, prompt in enumerate(grid.prompts):
-                config = grid.config(setting, prompt)
-                result, seconds = _stylize_timed(models, picture, config, mask, style_image)
+                request = Request(picture, grid.config(setting, prompt), mask=mask, style_image=style_image)
+                result, seconds = _stylize_timed(models, request)
                 output_path = folder / f"{stem}__{j:02d}-{slug(prompt)}.png"
                 content_path = Path(CONTENT_DIR) / f"{stem}_{result.width}x{result.height}.png"
                 content = to_tensor(picture, result.size)
@@ -121,13 +121,13 @@ def run_grid(models: Models, judge: Judge, grid: Grid, out_dir: str | Path) -> I
                     to_pil(content).save(out_dir / content_path)
                     saved.add(content_path)
                 result.save(out_dir / output_path)
-                scores = judge.measure((content + 1) / 2, (to_tensor(result, result.size) + 1) / 2, prompt, config.reference)
+                scores = judge.measure((content + 1) / 2, (to_tensor(result, result.size) + 1) / 2, prompt, request.config.reference)
                 yield {
                     "image": path.name,
                     "prompt": prompt,
                     "setting": setting.label,
                     "sweep": setting.swept,
-                    **{name: value for name, value in config.to_dict().items() if name != "prompt"},
+                    **{name: value for name, value in request.record(model=models.name, clip=models.clip.name).items() if name != "prompt"},
                     **scores,
                     "seconds": seconds,
                     "output": output_path.as_posix(),
@@ -135,12 +135,10 @@ def run_grid(models: Models, judge: Judge, grid: Grid, out_dir: str | Path) -> I
                 }
 
 
-def _stylize_timed(
-    models: Models, picture: Image.Image, config: StyleConfig, mask: Image.Image | None, style_image: Image.Image | None
-) -> tuple[Image.Image, float]:
+def _stylize_timed(models: Models, request: Request) -> tuple[Image.Image, float]:
     """The final image of one job and the wall-clock seconds it took."""
     started = time.perf_counter()
-    for frame in stylize(models, picture, config, mask=mask, style_image=style_image):
+    for frame in stylize(models, request):
         result = frame.image  # the last frame is the result
     return result, time.perf_counter() - started
 

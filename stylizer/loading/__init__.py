@@ -1,23 +1,23 @@
 """Model loading, grouped by job: which models (presets), where they run (devices), where their
 files come from (hub, fetch), how each family is built (build), the untrained test models (tiny),
-and the loaded set a job uses (models).
+and loading the set a job uses (models). The names below load on first use, so listing the presets
+(``--help``) imports no torch.
 """
 
-from .devices import default_devices, resolve_device
-from .models import Models, clear_cache, download, load_models, load_preset
-from .presets import CLIP_MODELS, DEFAULT_PRESET, PRESETS, Preset, resolve_preset
+from .._lazy import lazy_exports
 
-__all__ = [
-    "CLIP_MODELS",
-    "DEFAULT_PRESET",
-    "Models",
-    "PRESETS",
-    "Preset",
-    "clear_cache",
-    "default_devices",
-    "download",
-    "load_models",
-    "load_preset",
-    "resolve_device",
-    "resolve_preset",
-]
+_PUBLIC = {
+    "CLIP_MODELS": "stylizer.loading.presets",
+    "DEFAULT_PRESET": "stylizer.loading.presets",
+    "PRESETS": "stylizer.loading.presets",
+    "Preset": "stylizer.loading.presets",
+    "resolve_preset": "stylizer.loading.presets",
+    "default_devices": "stylizer.loading.devices",
+    "resolve_device": "stylizer.loading.devices",
+    "clear_cache": "stylizer.loading.models",
+    "download": "stylizer.loading.models",
+    "load_models": "stylizer.loading.models",
+    "load_preset": "stylizer.loading.models",
+}
+__all__ = sorted(_PUBLIC)
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC, globals())

@@ -27,8 +27,8 @@ from torchvision.models.vgg import cfgs as vgg_layer_configs
 from torchvision.models.vgg import make_layers
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from ..backends import DiffusionBackend, LatentBackend, LatentParts, PixelBackend
-from ..encoders import ClipEncoder, VggEncoder
+from ..engine.backends import DiffusionBackend, LatentBackend, LatentParts, PixelBackend
+from ..engine.encoders import ClipEncoder, VggEncoder
 from .devices import latent_dtype
 from .fetch import clip_checkpoint, explained_failures, latent_folder, pixel_folder, taesd_failures, taesd_folder, vgg_checkpoint
 from .presets import CLIP_MODELS, TINY, TINY_LATENT, check_clip, detect_backend

@@ -7,48 +7,17 @@ nothing ever falls back to the untrained ``tiny`` models silently.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from pathlib import Path
 
 import open_clip
 import torch
 
-from ..backends import DiffusionBackend
-from ..encoders import ClipEncoder, VggEncoder
+from ..engine.models import Models
 from . import hub
 from .build import load_backend, load_clip, load_vgg
 from .devices import resolve_device
 from .fetch import clip_checkpoint, explained_failures, latent_folder, pixel_folder, taesd_failures, taesd_folder, vgg_checkpoint
 from .presets import CLIP_MODELS, DEFAULT_PRESET, Preset, resolve_preset
-
-
-@dataclass
-class Models:
-    """Everything a job needs, loaded on one device.
-
-    Attributes:
-        preset: what was loaded.
-        backend: the diffusion model behind the common interface.
-        clip: guidance CLIP.
-        vgg: content VGG16.
-        device: where all of it lives.
-    """
-
-    preset: Preset
-    backend: DiffusionBackend
-    clip: ClipEncoder
-    vgg: VggEncoder
-    device: torch.device
-
-    @property
-    def name(self) -> str:
-        """The preset name or model path."""
-        return self.preset.name
-
-    @property
-    def untrained(self) -> bool:
-        """True when these are the random-weight ``tiny`` models."""
-        return self.preset.untrained
 
 
 def load_models(model: str = DEFAULT_PRESET, device: str | None = None, clip: str | None = None) -> Models:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
+from ..engine.preset import PIXEL_SIZE, Preset
 from ..errors import ConfigError
 from . import hub
 
 TINY = "tiny"
 TINY_LATENT = "tiny-latent"
-PIXEL_SIZE = 256
 LATENT_SIZE = 512
 MODEL_INDEX = "model_index.json"
 # open_clip name of the tiny presets' guidance CLIP (its config ships in model_configs/).
@@ -26,39 +25,9 @@ CLIP_MODELS = {
     "ViT-L-14": ("ViT-L-14", "openai"),
     TINY: (TINY_CLIP_ARCH, None),
 }
-DEFAULT_CLIP = "ViT-B-32"
 # TAESD, a distilled tiny autoencoder, for ``guide_decoder="taesd"``. One checkpoint serves SD 1.x and 2.x,
 # whose VAEs share one latent space (madebyollin's taesdxl, taesd3 and taef1 are for other VAEs).
 TAESD_REPO = "madebyollin/taesd"
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A named model combination.
-
-    Attributes:
-        name: what users type after ``--model``.
-        backend: ``"pixel"`` or ``"latent"``.
-        source: Hugging Face repo id, local folder, ``"tiny"`` or ``"tiny-latent"``.
-        clip: key of :data:`CLIP_MODELS`.
-        size: default working resolution (long side, px).
-        description: one line for ``--help`` and the app.
-        taesd: the tiny autoencoder that ``guide_decoder="taesd"`` decodes with: a repo id, a local
-            folder or ``"tiny-latent"`` (its random one); None for pixel models.
-    """
-
-    name: str
-    backend: str
-    source: str
-    clip: str = DEFAULT_CLIP
-    size: int = PIXEL_SIZE
-    description: str = ""
-    taesd: str | None = None
-
-    @property
-    def untrained(self) -> bool:
-        """True for the random-weight test models."""
-        return self.source in (TINY, TINY_LATENT)
 
 
 PRESETS: dict[str, Preset] = {
@@ -80,7 +49,7 @@ PRESETS: dict[str, Preset] = {
             taesd=TAESD_REPO,
             description="Stable Diffusion 2.1 base, latent, 512 px (5.2 GB: UNet 3.46 GB, VAE 335 MB, text encoder 1.36 GB)",
         ),
-        Preset(TINY, "pixel", TINY, TINY, 64, "untrained tiny models (random weights) for tests and offline smoke runs"),
+        Preset(TINY, "pixel", TINY, TINY, 64, "untrained tiny models (random weights) for tests and offline smoke runs", untrained=True),
         Preset(
             TINY_LATENT,
             "latent",
@@ -89,6 +58,7 @@ PRESETS: dict[str, Preset] = {
             64,
             "untrained tiny latent models (random weights: UNet, VAE, text encoder, TAESD) for tests",
             taesd=TINY_LATENT,
+            untrained=True,
         ),
         Preset("church-256", "pixel", "google/ddpm-ema-church-256", description="DDPM trained on LSUN churches, 256 px (455 MB)"),
         Preset("bedroom-256", "pixel", "google/ddpm-ema-bedroom-256", description="DDPM trained on LSUN bedrooms, 256 px (455 MB)"),

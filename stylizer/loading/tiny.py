@@ -20,8 +20,8 @@ from torchvision.models.vgg import cfgs as vgg_layer_configs
 from torchvision.models.vgg import make_layers
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from ..backends import LatentParts
-from ..encoders import CLIP_CONTEXT_TOKENS
+from ..engine.backends import LatentParts
+from ..prompts import CLIP_CONTEXT_TOKENS
 
 TINY_SEED = 1234
 TINY_TEXT_WIDTH = 32

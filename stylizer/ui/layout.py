@@ -5,7 +5,6 @@ The layout knows nothing of runs; :mod:`stylizer.ui.page` wires the events.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from PIL import Image, ImageChops
 from ..config import (
     ADVANCED,
     MAIN,
+    PICTURE_INPUTS,
     PROMPT_FIELDS,
     REGION,
     STYLE_PICTURE,
@@ -30,8 +30,8 @@ from ..config import (
 )
 from ..errors import StylizerError
 from ..images import load_image
-from ..inputs import PICTURE_INPUTS
-from ..jobs import ModelInfo
+from ..serving.jobs import ModelInfo
+from .inputs import as_sent, upload_payload
 from .settings import page_knobs
 from .stream import RESULT_LABEL
 
@@ -67,11 +67,10 @@ class Page:
     Attributes:
         image: the upload.
         knobs: one control per setting in :func:`~stylizer.ui.settings.page_knobs`, by name.
-        pictures: the optional pictures beside the settings, by :data:`~stylizer.inputs.PICTURE_INPUTS` name
+        pictures: the optional pictures beside the settings, by :data:`~stylizer.request.PICTURE_INPUTS` name
             (``mask``: white where to restyle, painted or uploaded; ``style_image``).
         randomize: "Random seed each run".
         live_preview: "Live preview": a quick preview after each change.
-        preview_button: never shown; it carries the ``/preview`` API endpoint.
         preview_ticket, prepare_ticket: never shown; the number the page issued its latest preview or preparation.
         outputs: what jobs write, by name: the run's outputs (see :data:`stylizer.ui.stream.OUTPUTS`;
             ``seed`` is the knob's control) and ``prepared``, the line under the picture.
@@ -82,7 +81,6 @@ class Page:
     pictures: dict[str, gr.Image]
     randomize: gr.Checkbox
     live_preview: gr.Checkbox
-    preview_button: gr.Button
     preview_ticket: gr.Number
     prepare_ticket: gr.Number
     run_button: gr.Button
@@ -127,7 +125,7 @@ def build_layout(info: ModelInfo, limits: Limits, previews: bool = True) -> Page
     if examples:
         columns = [image, *(controls[name] for name in EXAMPLE_KNOBS), *(pictures[name] for name in PICTURE_INPUTS)]
         gr.Examples(examples, inputs=columns, label="Examples")
-    hidden = [gr.Button(visible=False), gr.Number(visible=False, precision=0), gr.Number(visible=False, precision=0)]
+    hidden = [gr.Number(visible=False, precision=0), gr.Number(visible=False, precision=0)]
     return Page(image, controls, pictures, randomize, live_preview, *hidden, run_button, stop_button, apply_button, outputs)
 
 
@@ -240,22 +238,23 @@ def _rows(names: list[str]) -> Iterator[list[str]]:
         yield row
 
 
-def knob_control(name: str, knob: Knob, value: Any, limits: Limits, info: ModelInfo) -> gr.components.Component:
+def knob_control(name: str, knob: Knob, value: Any, limits: Limits, info: ModelInfo, visible: bool = True) -> gr.components.Component:
     """The control for one setting: a checkbox, a radio for choices, a text box, a slider for a number with a step, else a number box.
 
     A latent-only checkbox, radio or slider is disabled for pixel models.
     """
     interactive = info.backend == "latent" or not knob.latent_only
+    shown = dict(label=knob.label, visible=visible)
     if isinstance(value, bool):
-        return gr.Checkbox(value=value, label=knob.label, info=knob.info, interactive=interactive)
+        return gr.Checkbox(value=value, info=knob.info, interactive=interactive, **shown)
     if knob.choices:
-        return gr.Radio(list(knob.choices), value=value, label=knob.label, info=knob.info, interactive=interactive)
+        return gr.Radio(list(knob.choices), value=value, info=knob.info, interactive=interactive, **shown)
     if isinstance(value, str):
-        return gr.Textbox(label=knob.label, value=value, placeholder=knob.placeholder, max_lines=2)
+        return gr.Textbox(value=value, placeholder=knob.placeholder, max_lines=2, **shown)
     low, high = field_range(name, limits)
     if knob.step is None:
-        return gr.Number(value=value, label=knob.label, precision=0 if isinstance(value, int) else None, minimum=low, maximum=high)
-    return gr.Slider(low, high, value=value, step=knob.step, label=knob.label, info=knob.info, interactive=interactive)
+        return gr.Number(value=value, precision=0 if isinstance(value, int) else None, minimum=low, maximum=high, **shown)
+    return gr.Slider(low, high, value=value, step=knob.step, info=knob.info, interactive=interactive, **shown)
 
 
 def _output_column() -> tuple[dict[str, gr.components.Component], gr.Button]:
@@ -291,28 +290,6 @@ def _output_column() -> tuple[dict[str, gr.components.Component], gr.Button]:
     )
     apply_button = gr.Button("Apply & stylize", size="sm")
     return outputs, apply_button
-
-
-def upload_payload(payload: Any) -> str | bytes | None:
-    """The uploaded file's path (or a pasted data URL's bytes), undecoded.
-
-    Replaces ``gr.Image.preprocess`` on the input widget, so one loader
-    (:func:`stylizer.images.load_image`) checks every file with its own messages;
-    Gradio's preprocessing would open, and for some modes decode and convert, the
-    image before the handler runs.
-    """
-    if payload is None:
-        return None
-    if payload.path:
-        return payload.path
-    if payload.url and payload.url.startswith("data:"):
-        return base64.b64decode(payload.url.split(",", 1)[1])
-    return None
-
-
-def as_sent(payload: Any) -> Any:
-    """Pass a widget's value through unchanged; validation happens once, in :class:`StyleConfig`."""
-    return payload
 
 
 def _model_line(info: ModelInfo) -> str:

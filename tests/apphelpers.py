@@ -40,7 +40,7 @@ def served(demo: gr.Blocks, **launch_kwargs) -> Iterator[str]:
 @contextmanager
 def serving(worker: Worker, limits: Limits, max_file_size: str) -> Iterator[str]:
     """The page around ``worker`` (Stylize, live previews, background preparation), served with Gradio's upload cap set to ``max_file_size``; yields its URL."""
-    demo = build_demo(worker.run, worker.info, limits, preview_fn=worker.preview, prepare_fn=worker.prepare)
+    demo = build_demo(worker, limits, previews=True, preparation=True)
     with served(demo, max_file_size=max_file_size) as url:
         yield url
 

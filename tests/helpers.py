@@ -15,16 +15,18 @@ from PIL import Image, ImageCms
 from torch import nn
 
 from bench.run import NO_GUIDANCE
-from stylizer.config import StyleConfig
+from stylizer.config import Limits, StyleConfig
 from stylizer.engine.models import Models
 from stylizer.engine.sampler import Frame, stylize
 from stylizer.images import synthetic_picture
 from stylizer.loading.tiny import tiny_unet
+from stylizer.request import Request
 
 __all__ = [
     "CUDA_REPEAT_TOLERANCE",
     "NO_GUIDANCE",
     "AnalyticEps",
+    "FakeJobs",
     "hub_snapshot",
     "make_image",
     "pixels",
@@ -57,7 +59,7 @@ def run(
     """Every frame of a short job (64 px, 10 steps at strength 0.7 unless ``settings`` say otherwise), with its optional pictures."""
     config = StyleConfig(**{"prompt": "drawing with black ink", "size": 64, "steps": 10, "strength": 0.7, **settings})
     config = config.validated(style_image=style_image is not None)
-    return list(stylize(models, image, config, mask=mask, style_image=style_image))
+    return list(stylize(models, Request(image, config, mask=mask, style_image=style_image)))
 
 
 def pixels(frame: Frame) -> np.ndarray:
@@ -119,3 +121,22 @@ def swapped_primaries_profile() -> bytes:
     # Swap where the two primaries' tags point; the tag signatures stay in place.
     data[red + 4 : red + 12], data[blue + 4 : blue + 12] = data[blue + 4 : blue + 12], data[red + 4 : red + 12]
     return bytes(data)
+
+
+class FakeJobs:
+    """A job runner for the page and the API without models: ``run(image, settings)`` yields the job's updates.
+
+    ``check`` hands the upload and the settings through unchecked, so ``run`` sees what the page sent.
+    """
+
+    def __init__(self, run, info, limits: Limits | None = None) -> None:
+        self.run_fn = run
+        self.info = info
+        self.limits = limits or Limits()
+        self.concurrency = len(info.devices)
+
+    def check(self, image, settings, *, preparing: bool = False):
+        return image, dict(settings)
+
+    def run(self, request):
+        return self.run_fn(*request)

@@ -138,6 +138,7 @@ def test_two_pages_with_different_pictures_never_see_each_others_images(worker, 
     from stylizer.config import StyleConfig
     from stylizer.engine.sampler import stylize
     from stylizer.images import load_image
+    from stylizer.request import Request
 
     from .helpers import make_image
 
@@ -152,8 +153,8 @@ def test_two_pages_with_different_pictures_never_see_each_others_images(worker, 
             jobs = [page.submit(image=handle_file(path), **settings, seed=round_, api_name="/stylize") for page, path in zip(pages, paths)]
             for path, job in zip(paths, jobs):
                 outputs = job.result()
-                config = StyleConfig.from_dict({k: v for k, v in json.loads(outputs[5]).items() if k != "model"})
-                expected = list(stylize(worker.replicas["cpu"], load_image(path).image, config))[-1].image
+                config = StyleConfig.from_record(json.loads(outputs[5]))
+                expected = list(stylize(worker.replicas["cpu"], Request(load_image(path).image, config)))[-1].image
                 with Image.open(result_path(outputs[0])) as got:
                     assert got.convert("RGB").tobytes() == expected.tobytes(), f"round {round_}: {path} got another picture's result"
 
@@ -238,7 +239,7 @@ def test_the_app_refuses_uploads_over_its_cap_and_stays_up(worker, picture_path,
     """Launched with main()'s own options: the cap is Gradio's, in bytes, and the server survives a refusal."""
     limits = Limits(max_upload_mb=0.25)
     options = app.launch_options(app.parse_args(["--host", "127.0.0.1"]), limits)
-    demo = build_demo(worker.run, worker.info, limits)
+    demo = build_demo(worker, limits)
     demo.queue(max_size=app.parse_args([]).queue_size)
     _, url, _ = demo.launch(**{**options, "server_port": None}, prevent_thread_lock=True, quiet=True)
     try:

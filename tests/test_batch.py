@@ -16,9 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
-from stylizer.cli import build_batch_parser, build_parser, main
-from stylizer.cli.batch import BatchItem, BatchSpec, batch_spec, file_sha256, is_finished, write_atomically
+from stylizer.cli import main
+from stylizer.cli.batch import build_parser as build_batch_parser
+from stylizer.cli.batch_plan import BatchItem, BatchSpec, batch_spec, file_sha256, is_finished, write_atomically
 from stylizer.cli.ray_batch import RAY_MISSING, RayPictures, plan_actors
+from stylizer.cli.stylize import build_parser
 from stylizer.config import Limits
 
 from .helpers import make_image

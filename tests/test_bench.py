@@ -9,12 +9,16 @@ import torch
 
 from bench.build import bench_models
 from bench.cli import main as bench_main
+from bench.compiled import CompiledOptimizations
 from stylizer.config import StyleConfig
 from stylizer.engine.optimization import EAGER, Optimizations, optimizations_for, set_layout
 from stylizer.engine.sampler import frame_steps, stylize
 from stylizer.engine.warmup import warmup
 from stylizer.errors import ConfigError
 from stylizer.loading import load_models
+from stylizer.request import Request
+from stylizer.serving.deployment import Deployment
+from stylizer.serving.worker import Worker
 
 from .helpers import make_image
 
@@ -55,8 +59,8 @@ def models(request):
 @pytest.mark.parametrize("mode", ["fast", "full"])
 def test_optimised_path_gives_the_eager_image_on_the_cpu(models, mode):
     config = StyleConfig(prompt="drawing with black ink", size=64, steps=10, mode=mode, preview_every=2, seed=5).validated()
-    eager = list(stylize(models, make_image(), config, optimize=False))
-    fast = list(stylize(models, make_image(), config, optimize=True))
+    eager = list(stylize(models, Request(make_image(), config), optimize=False))
+    fast = list(stylize(models, Request(make_image(), config), optimize=True))
     assert [f.step for f in fast] == [f.step for f in eager]
     assert np.abs(pixels(fast[-1]) - pixels(eager[-1])).max() <= CPU_TOLERANCE
     for ours, reference in zip(fast, eager):
@@ -68,21 +72,25 @@ def test_the_cpu_runs_eager_by_default_and_never_compiles_or_autocasts(models):
     cpu = torch.device("cpu")
     assert optimizations_for(cpu) == EAGER
     optimised = optimizations_for(cpu, True)
-    assert optimised.batch_clip and optimised.autocast is None and not optimised.channels_last and not optimised.compile
+    assert optimised.batch_clip and optimised.autocast is None and not optimised.channels_last and not optimised.cuda_graphs
     assert warmup(models, optimize=True) == 0.0
 
 
-def test_the_environment_sets_the_default_switch(monkeypatch):
-    monkeypatch.delenv("STYLIZER_OPTIMIZE", raising=False)
+def test_the_environment_sets_the_apps_switch(monkeypatch, tmp_path):
+    """The engine takes the switch (eager by default); the deployment reads STYLIZER_OPTIMIZE, once, and the worker follows it."""
     assert optimizations_for(torch.device("cuda")) == EAGER  # eager until a GPU run validates the optimised path
+    monkeypatch.delenv("STYLIZER_OPTIMIZE", raising=False)
+    assert Deployment.from_env().optimize is False
     monkeypatch.setenv("STYLIZER_OPTIMIZE", "0")
-    assert optimizations_for(torch.device("cuda")) == EAGER  # decided without touching a GPU
+    assert Deployment.from_env().optimize is False
     monkeypatch.setenv("STYLIZER_OPTIMIZE", "1")
-    assert optimizations_for(torch.device("cpu")) == optimizations_for(torch.device("cpu"), True)
-    assert optimizations_for(torch.device("cpu"), False) == EAGER  # an explicit switch wins
+    deployment = Deployment.from_env()
+    assert deployment.optimize is True
+    worker = Worker("tiny", ["cpu"], output_dir=tmp_path, deployment=deployment)
+    assert worker.optimizations["cpu"] == optimizations_for(torch.device("cpu"), True)
     monkeypatch.setenv("STYLIZER_OPTIMIZE", "yes")
     with pytest.raises(ConfigError, match="STYLIZER_OPTIMIZE"):
-        optimizations_for(torch.device("cpu"))
+        Deployment.from_env()
 
 
 def test_each_network_compiles_once_per_mode_and_is_kept(monkeypatch):
@@ -94,10 +102,10 @@ def test_each_network_compiles_once_per_mode_and_is_kept(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", fake_compile)
     net = torch.nn.Linear(2, 2)
-    graphs = Optimizations(compile=True, compile_mode="reduce-overhead")
+    graphs = CompiledOptimizations(compile_mode="reduce-overhead")
     for _ in range(3):
         graphs.network(net)(torch.zeros(1, 2))
-    Optimizations(compile=True).network(net)(torch.zeros(1, 2))
+    CompiledOptimizations().network(net)(torch.zeros(1, 2))
     assert compiled == [(net, "reduce-overhead"), (net, None)]
 
 
@@ -122,7 +130,7 @@ def test_only_the_step_loop_runs_compiled_networks(monkeypatch, models, mode):
     config = StyleConfig(prompt="ink", size=64, steps=6, strength=1.0, mode=mode, preview_every=2).validated()
     networks = [models.clip.model, models.vgg, *models.backend.networks]
     try:
-        list(stylize(models, make_image(), config, optimize=Optimizations(batch_clip=True, compile=True)))
+        list(stylize(models, Request(make_image(), config), optimize=CompiledOptimizations(batch_clip=True)))
     finally:
         for net in networks:
             net.__dict__.pop("_stylizer_compiled", None)  # the recording wrappers must not outlive this test
@@ -158,7 +166,7 @@ def test_real_size_models_are_built_on_the_asked_device(backend):
 def test_bench_runs_on_the_cpu_and_its_json_has_every_figure(tmp_path, capsys):
     out = tmp_path / "bench.json"
     argv = [
-        "--preset",
+        "--model",
         "tiny",
         "--device",
         "cpu",
@@ -184,7 +192,7 @@ def test_bench_runs_on_the_cpu_and_its_json_has_every_figure(tmp_path, capsys):
     assert {"torch", "device", "device_name", "cpu", "cpu_count", "torch_threads", "libraries"} <= set(doc["machine"])
     assert doc["settings"]["config"]["size"] == 32 and doc["settings"]["backend"] == "pixel"
     assert set(doc["settings"]["optimizations"]) == set(PATHS)
-    assert doc["settings"]["optimizations"]["optimised"]["compile_mode"] == "reduce-overhead"
+    assert doc["settings"]["compile_mode"] == "reduce-overhead"  # recorded on every device; it compiles on CUDA only
     assert {"name", "backend", "parameters", "load_s"} <= set(doc["models"])
     assert {(c["path"], c["guidance"]) for c in doc["cases"]} == {(p, g) for p in PATHS for g in (*GUIDANCES, "fast-window")}
     for case in doc["cases"]:
@@ -207,7 +215,7 @@ def test_bench_runs_on_the_cpu_and_its_json_has_every_figure(tmp_path, capsys):
 
 def test_bench_prices_the_window_and_taesd_on_a_latent_model(tmp_path):
     out = tmp_path / "latent.json"
-    argv = ["--preset", "tiny-latent", "--device", "cpu", "--steps", "5", "--strength", "1", "--patches", "2", "--mode", "fast"]
+    argv = ["--model", "tiny-latent", "--device", "cpu", "--steps", "5", "--strength", "1", "--patches", "2", "--mode", "fast"]
     assert bench_main([*argv, "--repeats", "1", "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert {c["guidance"] for c in doc["cases"]} == {"unguided", "fast", "fast-window", "fast-taesd"}
@@ -216,7 +224,7 @@ def test_bench_prices_the_window_and_taesd_on_a_latent_model(tmp_path):
 
 def test_bench_rerun_times_cold_warm_and_preview_jobs(tmp_path, capsys):
     out = tmp_path / "rerun.json"
-    argv = ["--preset", "tiny-latent", "--device", "cpu", "--steps", "6", "--strength", "1", "--patches", "2"]
+    argv = ["--model", "tiny-latent", "--device", "cpu", "--steps", "6", "--strength", "1", "--patches", "2"]
     assert bench_main([*argv, "--rerun", "--preview-size", "32", "--preview-steps", "4", "--repeats", "2", "--out", str(out)]) == 0
     reruns = json.loads(out.read_text())["rerun"]
     assert set(reruns) == set(PATHS)
@@ -256,7 +264,7 @@ def test_the_guided_loop_never_waits_for_the_gpu(preset, optimize):
         torch.cuda.set_sync_debug_mode("default" if done in framed else "error")
 
     try:
-        frames = list(stylize(models, make_image(), config, on_step=on_step, optimize=optimize))
+        frames = list(stylize(models, Request(make_image(), config), on_step=on_step, optimize=optimize))
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert [f.step for f in frames] == framed == [1, 10] and frames[-1].final

@@ -52,14 +52,8 @@ def runs(worker):
 def page(worker, runs):
     from playwright.sync_api import sync_playwright
 
-    def recorded(image, settings):
-        runs.append([])
-        for update in worker.run(image, settings):
-            runs[-1].append(update)
-            yield update
-
     ARTIFACTS.mkdir(exist_ok=True)
-    demo = build_demo(recorded, worker.info, preview_fn=worker.preview, prepare_fn=worker.prepare)
+    demo = build_demo(RecordingJobs(worker, runs), previews=True, preparation=True)
     with served(demo, theme=THEME, css=CSS) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
         tab = browser.new_page(viewport={"width": 1280, "height": 1000})
@@ -67,6 +61,22 @@ def page(worker, runs):
         tab.get_by_role("button", name="Stylize", exact=True).wait_for()
         yield tab
         browser.close()
+
+
+class RecordingJobs:
+    """The worker, keeping every Stylize job's updates as the worker sent them to the page."""
+
+    def __init__(self, worker, runs):
+        self._worker, self._runs = worker, runs
+
+    def __getattr__(self, name):
+        return getattr(self._worker, name)
+
+    def run(self, request):
+        self._runs.append([])
+        for update in self._worker.run(request):
+            self._runs[-1].append(update)
+            yield update
 
 
 def result_src(page) -> str | None:

@@ -53,7 +53,7 @@ def test_cli_end_to_end_with_json_and_frames(tmp_path, picture_path, tiny_models
     report = json.loads(proc.stdout)
     assert report["output"] == str(out)
     assert report["settings"]["prompt"] == "drawing with black ink" and report["settings"]["seed"] == 3
-    assert report["settings"]["clip"] == tiny_models.clip.name
+    assert report["settings"]["clip"] == tiny_models.preset.clip  # the --clip name, which reads back
     assert set(report["losses"]) == {"dir", "patch", "content", "tv"}
     assert "random weights" in proc.stderr and "Traceback" not in proc.stderr
     with Image.open(out) as img:
@@ -200,7 +200,7 @@ def test_bad_output_paths_are_rejected_before_any_work(monkeypatch, capsys, tmp_
         raise AssertionError("work started before the options were checked")
 
     monkeypatch.setattr(stylizer.loading, "load_models", work)
-    monkeypatch.setattr(stylizer.inputs, "check_request", work)
+    monkeypatch.setattr(stylizer.request, "check_request", work)
     flag, name, *rest = paths
     code, _, err = run_main(capsys, picture_path, "-p", "ink", flag, str(tmp_path / name), *rest, "--model", "tiny")
     assert code == 2 and fragment in err, err

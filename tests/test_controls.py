@@ -155,9 +155,9 @@ def test_the_losses_see_only_the_masked_region(picture):
     import torch
 
     from stylizer.engine.mask import as_tensor
-    from stylizer.images import check_mask
     from stylizer.engine.objective import StyleObjective
     from stylizer.engine.tensors import to_tensor
+    from stylizer.images import check_mask
 
     models = load_models("tiny", "cpu")
     source = (to_tensor(picture, OUT) + 1) / 2

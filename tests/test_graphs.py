@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from bench.cli import main as bench_main
+from bench.compiled import CompiledOptimizations
 from bench.graphs import graph_breaks
 from stylizer.config import StyleConfig
 from stylizer.engine import losses, sampler
@@ -19,6 +20,7 @@ from stylizer.engine.sampler import stylize
 from stylizer.engine.step import UNGUIDED
 from stylizer.errors import ConfigError
 from stylizer.loading import load_models
+from stylizer.request import Request
 
 from .helpers import make_image, pixels, run
 
@@ -32,7 +34,7 @@ SHORT = {"size": 64, "steps": 8, "strength": 1.0, "n_patches": 8, "patch_size": 
 @pytest.mark.parametrize("preset", ["tiny", "tiny-latent"])
 def test_nothing_in_the_step_loop_breaks_a_graph(preset, tmp_path, capsys):
     out = tmp_path / "graphs.json"
-    assert bench_main(["--preset", preset, "--check-graphs", "--patches", "8", "--out", str(out)]) == 0
+    assert bench_main(["--model", preset, "--check-graphs", "--patches", "8", "--out", str(out)]) == 0
     assert "graph breaks: 0" in capsys.readouterr().out
     found = json.loads(out.read_text())["check_graphs"]
     assert found["total"] == 0
@@ -83,13 +85,13 @@ def test_an_empty_window_is_refused(start, end):
 
 
 def test_graphs_and_compile_exclude_each_other():
-    with pytest.raises(ConfigError, match="exclude each other"):
-        Optimizations(compile=True, cuda_graphs=True)
+    with pytest.raises(ValueError, match="exclude each other"):
+        CompiledOptimizations(cuda_graphs=True)
 
 
 def test_the_cpu_never_captures(tiny_models, picture):
     assert not optimizations_for(torch.device("cpu"), True).cuda_graphs
-    list(stylize(tiny_models, picture, StyleConfig(prompt="ink", **SHORT).validated(), optimize=True))
+    list(stylize(tiny_models, Request(picture, StyleConfig(prompt="ink", **SHORT).validated()), optimize=True))
     assert len(graphs_of(tiny_models.backend)) == 0
 
 
@@ -122,8 +124,8 @@ def test_a_captured_call_replays_forward_and_backward():
 def test_the_captured_path_gives_the_eager_image(cuda_models, mode):
     graphs = Optimizations(batch_clip=True, cuda_graphs=True)
     config = StyleConfig(prompt="drawing with black ink", mode=mode, guide_end=0.75, **SHORT).validated()
-    eager = list(stylize(cuda_models, make_image(), config, optimize=Optimizations(batch_clip=True)))
-    captured = list(stylize(cuda_models, make_image(), config, optimize=graphs))
+    eager = list(stylize(cuda_models, Request(make_image(), config), optimize=Optimizations(batch_clip=True)))
+    captured = list(stylize(cuda_models, Request(make_image(), config), optimize=graphs))
     assert len(graphs_of(cuda_models.backend)) >= 3  # inversion, unguided and guided steps
     assert np.abs(pixels(captured[-1]) - pixels(eager[-1])).max() <= GRAPH_TOLERANCE
     assert captured[-1].losses == pytest.approx(eager[-1].losses, rel=1e-2, abs=1e-3)
@@ -134,7 +136,7 @@ def test_the_captured_path_gives_the_eager_image(cuda_models, mode):
 def test_one_capture_serves_later_jobs_with_other_settings(cuda_models):
     graphs = Optimizations(batch_clip=True, cuda_graphs=True)
     first = StyleConfig(prompt="drawing with black ink", **SHORT).validated()
-    list(stylize(cuda_models, make_image(), first, optimize=graphs))
+    list(stylize(cuda_models, Request(make_image(), first), optimize=graphs))
     cache = graphs_of(cuda_models.backend)
     captures = cache.captures
     # Other weights, prompt, threshold, distortion, seed and picture: the same shapes, so no new capture,
@@ -143,7 +145,7 @@ def test_one_capture_serves_later_jobs_with_other_settings(cuda_models):
         prompt="oil painting", w_dir=9000.0, w_tv=10.0, threshold=0.3, distortion=0.1, seed=7, max_shift=0.05, cfg_scale=3.0, **SHORT
     ).validated()
     picture = make_image(seed=3)
-    captured = list(stylize(cuda_models, picture, second, optimize=graphs))
+    captured = list(stylize(cuda_models, Request(picture, second), optimize=graphs))
     assert cache.captures == captures
-    eager = list(stylize(cuda_models, picture, second, optimize=Optimizations(batch_clip=True)))
+    eager = list(stylize(cuda_models, Request(picture, second), optimize=Optimizations(batch_clip=True)))
     assert np.abs(pixels(captured[-1]) - pixels(eager[-1])).max() <= GRAPH_TOLERANCE

@@ -5,12 +5,15 @@ import dataclasses
 import pytest
 from gradio_client import Client, handle_file
 
-from stylizer.cli import blend_settings, build_parser, knob_flags, main
+from stylizer.cli import main
+from stylizer.cli.options import blend_settings
+from stylizer.cli.stylize import build_parser
 from stylizer.config import PROMPT_FIELDS, WEIGHT_FIELDS, Limits, StyleConfig, field_range, knobs
 from stylizer.serving.jobs import JobUpdate, ModelInfo
 from stylizer.ui import api_parameters, build_demo
 
 from .apphelpers import served
+from .helpers import FakeJobs
 
 INFO = ModelInfo("tiny-latent", "latent", "tiny-clip", ["cpu"], True, {"size": 64}, "test models")
 # The first wave's /stylize parameters, in order: later settings may only come after them.
@@ -71,14 +74,14 @@ def test_help_lists_every_setting_of_the_command_line(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert info.value.code == 0
-    assert all(flag in out for name, knob in knobs().items() if knob.cli for flag in knob_flags(name, knob))
+    assert all(flag in out for name, knob in knobs().items() if knob.cli for flag in knob.flags(name))
     assert "--guide-decoder {vae,taesd}" in out and "2 % of the long side" in out
 
 
 def test_every_setting_is_a_control_on_the_page_and_an_api_parameter_in_a_stable_order(tmp_path, picture_path):
     names = [name for name, knob in knobs().items() if knob.api]
     assert names == list(knobs())  # every setting is on the page today; a knob with api=False would need a reason
-    demo = build_demo(lambda image, settings: iter(()), INFO)
+    demo = build_demo(FakeJobs(lambda image, settings: iter(()), INFO))
     labels = {c.get("props", {}).get("label") for c in demo.config["components"]}
     assert {knobs()[name].label for name in names} <= labels
     api = [p["parameter_name"] for p in demo.get_api_info()["named_endpoints"]["/stylize"]["parameters"]]
@@ -90,7 +93,7 @@ def test_every_setting_is_a_control_on_the_page_and_an_api_parameter_in_a_stable
 def test_latent_only_settings_are_disabled_on_a_pixel_model_page(backend):
     latent_only = {knob.label for knob in knobs().values() if knob.latent_only}
     assert {knobs()["cfg_scale"].label, knobs()["guide_decoder"].label} <= latent_only
-    demo = build_demo(lambda image, settings: iter(()), dataclasses.replace(INFO, backend=backend))
+    demo = build_demo(FakeJobs(lambda image, settings: iter(()), dataclasses.replace(INFO, backend=backend)))
     controls = {c["props"].get("label"): c["props"] for c in demo.config["components"] if "props" in c}
     assert {label: controls[label]["interactive"] for label in latent_only} == dict.fromkeys(latent_only, backend == "latent")
 
@@ -103,6 +106,6 @@ def test_every_setting_sent_to_the_api_reaches_the_job(picture_path):
         yield JobUpdate(1, 1, queued=True)
 
     settings = changed_settings()
-    with served(build_demo(run, INFO)) as url:
+    with served(build_demo(FakeJobs(run, INFO))) as url:
         Client(url, verbose=False).predict(image=handle_file(picture_path), **settings, api_name="/stylize")
     assert received == [settings]

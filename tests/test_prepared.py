@@ -13,6 +13,8 @@ from stylizer.engine.optimization import Optimizations
 from stylizer.engine.prepared import PreparedCache, prepare_picture
 from stylizer.engine.sampler import stylize
 from stylizer.loading import load_models
+from stylizer.request import Request
+from stylizer.serving.deployment import Deployment
 
 from .helpers import CUDA_REPEAT_TOLERANCE, make_image, pixels
 
@@ -111,11 +113,11 @@ def test_a_pixel_model_inverts_without_text_so_the_reference_does_not_matter(tin
 def test_a_job_from_the_cache_is_pixel_identical_to_a_cold_one(preset, start, picture):
     models = load_models(preset, "cpu")
     config = dataclasses.replace(BASE, start=start, preview_every=2)
-    cold = list(stylize(models, picture, config))
+    cold = list(stylize(models, Request(picture, config)))
     cache = PreparedCache()
-    list(stylize(models, picture, dataclasses.replace(config, w_content=900.0, seed=5), cache=cache))  # prepares the picture
+    list(stylize(models, Request(picture, dataclasses.replace(config, w_content=900.0, seed=5)), cache=cache))  # prepares the picture
     reused = []
-    warm = list(stylize(models, picture, config, cache=cache, on_prepared=reused.append))
+    warm = list(stylize(models, Request(picture, config), cache=cache, on_prepared=reused.append))
     assert reused == [True]
     assert [f.step for f in warm] == [f.step for f in cold]
     for a, b in zip(cold, warm, strict=True):
@@ -127,10 +129,10 @@ def test_a_job_from_the_cache_is_pixel_identical_to_a_cold_one(preset, start, pi
 @pytest.mark.parametrize("preset", ["tiny", "tiny-latent"])
 def test_on_cuda_a_job_from_the_cache_agrees_with_a_cold_one_within_the_repeat_tolerance(preset, picture):
     models = load_models(preset, "cuda")
-    cold = pixels(list(stylize(models, picture, BASE))[-1])
+    cold = pixels(list(stylize(models, Request(picture, BASE)))[-1])
     cache = PreparedCache()
-    list(stylize(models, picture, dataclasses.replace(BASE, w_content=900.0), cache=cache))
-    warm = pixels(list(stylize(models, picture, BASE, cache=cache))[-1])
+    list(stylize(models, Request(picture, dataclasses.replace(BASE, w_content=900.0)), cache=cache))
+    warm = pixels(list(stylize(models, Request(picture, BASE), cache=cache))[-1])
     difference = np.abs(cold - warm)
     assert difference.max() <= CUDA_REPEAT_TOLERANCE["max"] and difference.mean() <= CUDA_REPEAT_TOLERANCE["mean"]
 
@@ -164,10 +166,10 @@ def test_storage_on_the_cpu_hands_tensors_to_the_jobs_device(tiny_models, pictur
 
 
 def test_the_entry_count_comes_from_the_environment():
-    assert PreparedCache.from_env({"STYLIZER_CACHE_ENTRIES": "3"}).max_entries == 3
-    assert PreparedCache.from_env({}).max_entries == 8
+    assert Deployment.from_env(environ={"STYLIZER_CACHE_ENTRIES": "3"}).cache_entries == 3
+    assert Deployment.from_env(environ={}).cache_entries is None and PreparedCache().max_entries == 8  # the engine's default
     with pytest.raises(ValueError, match="STYLIZER_CACHE_ENTRIES"):
-        PreparedCache.from_env({"STYLIZER_CACHE_ENTRIES": "many"})
+        Deployment.from_env(environ={"STYLIZER_CACHE_ENTRIES": "many"})
     with pytest.raises(ValueError, match="at least 1"):
         PreparedCache(0)
 

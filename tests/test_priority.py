@@ -69,10 +69,10 @@ def test_the_pool_serves_stylize_then_previews_then_preparations_first_come_firs
 
 def test_a_preparation_steps_aside_for_another_users_stylize_within_one_step(worker, passes, picture):
     stop = threading.Event()
-    thread, result = in_background(worker.prepare, picture, LONG, stop.is_set)
+    thread, result = in_background(worker.prepare, worker.check(picture, LONG, preparing=True), stop.is_set)
     wait_for(lambda: len(passes) >= 3)
     joined = time.monotonic()
-    updates = list(worker.run(make_image(seed=3), SHORT))
+    updates = list(worker.run(worker.check(make_image(seed=3), SHORT)))
     assert updates[-1].result is not None
     job = [t for name, t in passes if name.startswith("stylizer-job")]
     cut_in = [t for name, t in passes if name == "background" and joined < t < job[0]]
@@ -96,27 +96,27 @@ def superseded_mid_job(passes, job, *args):
 
 
 def test_a_superseded_preparation_ends_within_a_step_and_a_finished_one_says_ready(worker, passes, picture):
-    assert superseded_mid_job(passes, worker.prepare, picture, LONG) == [False]
-    assert worker.prepare(picture, SHORT, lambda: False, True) is True
-    reused = [u for u in worker.run(picture, SHORT) if u.reused]
+    assert superseded_mid_job(passes, worker.prepare, worker.check(picture, LONG, preparing=True)) == [False]
+    assert worker.prepare(worker.check(picture, SHORT, preparing=True), lambda: False, True) is True
+    reused = [u for u in worker.run(worker.check(picture, SHORT)) if u.reused]
     assert len(reused) == 1  # the Stylize job starts from the prepared picture
     assert wait_until_idle(worker)
 
 
 def test_a_preview_is_small_and_final_and_steps_aside_for_stylize(worker, passes, picture):
-    done = worker.preview(picture, {**SHORT, "preview_size": 32, "preview_steps": 4}, lambda: False)
+    done = worker.preview(worker.check(picture, {**SHORT, "preview_size": 32, "preview_steps": 4}), lambda: False)
     assert done.image.size == (32, 24) and done.step == done.total == 2 and done.result is None
     before = len(passes)  # the small preview's own passes
-    thread, result = in_background(worker.preview, picture, LONG, lambda: False)
+    thread, result = in_background(worker.preview, worker.check(picture, LONG), lambda: False)
     wait_for(lambda: len(passes) >= before + 3)
-    assert list(worker.run(make_image(seed=4), SHORT))[-1].result is not None
+    assert list(worker.run(worker.check(make_image(seed=4), SHORT)))[-1].result is not None
     thread.join(30)
     assert result == [None]  # the preview gave way and ended
     assert wait_until_idle(worker)
 
 
 def test_a_superseded_preview_ends_within_a_step(worker, passes, picture):
-    assert superseded_mid_job(passes, worker.preview, picture, LONG) == [None]
+    assert superseded_mid_job(passes, worker.preview, worker.check(picture, LONG)) == [None]
     assert wait_until_idle(worker)
 
 

@@ -350,7 +350,7 @@ def test_closing_a_job_stops_it_within_one_network_pass(tmp_path, picture_path, 
     passes: list[int] = []
     hook = worker.replicas["cpu"].backend.unet.register_forward_hook(lambda *_: passes.append(1))
     try:
-        updates = worker.run(picture_path, {"prompt": "ink", "size": 64, "steps": 400, "strength": 1.0, "start": "invert"})
+        updates = worker.run(worker.check(picture_path, {"prompt": "ink", "size": 64, "steps": 400, "strength": 1.0, "start": "invert"}))
         for update in updates:
             if update.step >= 3 and update.inverting == (phase == "inverting"):
                 break
@@ -368,7 +368,7 @@ def test_closing_a_job_stops_it_within_one_network_pass(tmp_path, picture_path, 
 def test_jobs_over_the_wall_time_limit_stop_with_a_message(tmp_path, picture_path):
     slow = Worker("tiny", ["cpu"], limits=Limits(job_timeout_s=0.5), output_dir=tmp_path)
     with pytest.raises(Exception, match="longer than the 0.5 s limit"):
-        for _ in slow.run(picture_path, {"prompt": "ink", "size": 64, "steps": 400, "strength": 1.0}):
+        for _ in slow.run(slow.check(picture_path, {"prompt": "ink", "size": 64, "steps": 400, "strength": 1.0})):
             pass
     assert wait_until_idle(slow, 5.0)
 
@@ -376,7 +376,7 @@ def test_jobs_over_the_wall_time_limit_stop_with_a_message(tmp_path, picture_pat
 def test_old_job_folders_are_deleted(tmp_path, picture_path):
     short = Worker("tiny", ["cpu"], limits=Limits(output_ttl_s=0.0), output_dir=tmp_path)
     for _ in range(2):
-        list(short.run(picture_path, {"prompt": "ink", **FAST}))
+        list(short.run(short.check(picture_path, {"prompt": "ink", **FAST})))
         time.sleep(0.05)
     assert len(list(tmp_path.glob("job-*"))) == 1
 

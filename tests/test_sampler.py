@@ -14,6 +14,7 @@ from stylizer.engine.models import Models
 from stylizer.engine.prepared import ddim_invert
 from stylizer.engine.sampler import frame_steps, stylize
 from stylizer.engine.tensors import to_tensor
+from stylizer.request import Request
 
 from .helpers import CUDA_REPEAT_TOLERANCE, NO_GUIDANCE, AnalyticEps, make_image, pixels, run
 
@@ -86,14 +87,14 @@ def test_frames_carry_the_active_loss_terms(tiny_models, picture):
 def test_progress_callback_sees_every_step(tiny_models, picture):
     seen = []
     config = StyleConfig(prompt="ink", size=64, steps=10, strength=0.5, **NO_GUIDANCE).validated()
-    list(stylize(tiny_models, picture, config, on_step=lambda done, total: seen.append((done, total))))
+    list(stylize(tiny_models, Request(picture, config), on_step=lambda done, total: seen.append((done, total))))
     assert seen == [(i, 5) for i in range(1, 6)]
 
 
 def test_inversion_reports_every_step_and_can_be_aborted(tiny_models, picture):
     config = StyleConfig(prompt="ink", size=64, steps=10, strength=0.5, start="invert", **NO_GUIDANCE).validated()
     seen = []
-    list(stylize(tiny_models, picture, config, on_invert=lambda done, total: seen.append((done, total))))
+    list(stylize(tiny_models, Request(picture, config), on_invert=lambda done, total: seen.append((done, total))))
     assert seen == [(i, 5) for i in range(1, 6)]
 
     class Abort(Exception):
@@ -105,7 +106,7 @@ def test_inversion_reports_every_step_and_can_be_aborted(tiny_models, picture):
 
     frames = []
     with pytest.raises(Abort):
-        frames.extend(stylize(tiny_models, picture, config, on_invert=abort, on_step=lambda *_: frames.append("step")))
+        frames.extend(stylize(tiny_models, Request(picture, config), on_invert=abort, on_step=lambda *_: frames.append("step")))
     assert frames == []
 
 

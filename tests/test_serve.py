@@ -150,7 +150,7 @@ def test_four_clients_on_two_replicas_each_get_their_own_streamed_result(url, pi
     # Each result is the one the in-process worker makes for its own seed, and unlike the others'.
     local = Worker("tiny", ["cpu"], output_dir=tmp_path)
     for seed in seeds:
-        final = [u for u in local.run(picture_path, {**JOB, "seed": seed}) if u.result][-1]
+        final = [u for u in local.run(local.check(picture_path, {**JOB, "seed": seed})) if u.result][-1]
         expected = np.asarray(final.result.image, dtype=np.int16)
         distances = {other: np.abs(served[other] - expected).mean() for other in seeds}
         assert distances[seed] < 1.0 and all(distances[seed] * 5 < d for o, d in distances.items() if o != seed), distances
@@ -172,14 +172,14 @@ def test_stop_cancels_the_remote_jobs_and_frees_their_replicas(url, picture_path
 
 def test_closing_the_iterator_cancels_the_remote_job(remote, picture_path):
     _, worker = remote
-    runs = [worker.run(picture_path, LONG_JOB) for _ in range(REPLICAS)]
+    runs = [worker.run(worker.check(picture_path, LONG_JOB)) for _ in range(REPLICAS)]
     for updates in runs:
         for _ in zip(range(3), updates):
             pass
     assert len(busy_replicas()) == REPLICAS
     for updates in runs:
         updates.close()
-    assert_replicas_free(lambda: next(u for u in worker.run(picture_path, JOB) if u.result).result.png_path.exists())
+    assert_replicas_free(lambda: next(u for u in worker.run(worker.check(picture_path, JOB)) if u.result).result.png_path.exists())
 
 
 def assert_replicas_free(short_job: Callable[[], bool]) -> None:

@@ -17,6 +17,7 @@ from stylizer.ui.settings import apply_settings, page_knobs
 from stylizer.ui.stream import stream
 
 from .apphelpers import result_path, served
+from .helpers import FakeJobs
 
 INFO = ModelInfo("tiny", "pixel", "tiny-clip", ["cpu"], True, {"size": 64}, "test models")
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
@@ -46,7 +47,7 @@ def fake_run(calls, tmp_path):
 @pytest.fixture
 def fake_app(tmp_path, picture_path):
     calls = []
-    demo = build_demo(fake_run(calls, tmp_path), INFO)
+    demo = build_demo(FakeJobs(fake_run(calls, tmp_path), INFO))
     with served(demo) as url:
         yield Client(url, verbose=False), calls
 
@@ -106,11 +107,13 @@ def test_apply_settings_restores_every_knob_and_rejects_bad_json():
 
 
 def test_page_names_the_model_and_flags_untrained_weights():
-    demo = build_demo(lambda image, settings: iter(()), INFO)
+    demo = build_demo(FakeJobs(lambda image, settings: iter(()), INFO))
     texts = " ".join(str(c.get("props", {}).get("value", "")) for c in demo.config["components"])
     assert "`tiny`" in texts and "untrained" in texts and "noise" in texts
     trained = build_demo(
-        lambda image, settings: iter(()), ModelInfo("sd15", "latent", "ViT-B-32/openai", ["cuda:0"], False, {"size": 512}, "SD 1.5")
+        FakeJobs(
+            lambda image, settings: iter(()), ModelInfo("sd15", "latent", "ViT-B-32/openai", ["cuda:0"], False, {"size": 512}, "SD 1.5")
+        )
     )
     texts = " ".join(str(c.get("props", {}).get("value", "")) for c in trained.config["components"])
     assert "sd15" in texts and "untrained" not in texts
@@ -145,7 +148,7 @@ def test_a_stopped_run_closes_its_job_and_says_stopped(tmp_path):
         if len(pressed) == 0 and args[0][0] == 3:
             pressed.append(True)  # Stop pressed while step 3 is shown
 
-    statuses = [update["status"] for update in stream(run, "in.png", {"seed": 1}, progress, lambda: bool(pressed))]
+    statuses = [update["status"] for update in stream(FakeJobs(run, INFO), "in.png", {"seed": 1}, progress, lambda: bool(pressed))]
     assert "Stopped" in statuses[-1] and closed == [True]
     assert sum("Step" in str(s) for s in statuses) == 3  # the job went no further than the next update
 
@@ -157,5 +160,5 @@ def test_a_run_stopped_while_queued_never_starts():
         started.append(True)
         yield JobUpdate(1, 1)
 
-    statuses = [update["status"] for update in stream(run, "in.png", {"seed": 1}, lambda *a, **k: None, lambda: True)]
+    statuses = [update["status"] for update in stream(FakeJobs(run, INFO), "in.png", {"seed": 1}, lambda *a, **k: None, lambda: True)]
     assert statuses == [statuses[-1]] and "Stopped" in statuses[-1] and not started

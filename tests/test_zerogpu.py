@@ -1,4 +1,4 @@
-"""The ZeroGPU path: off Spaces nothing changes; with SPACES_ZERO_GPU the run goes through spaces.GPU."""
+"""The ZeroGPU path: decided once from SPACES_ZERO_GPU; there the jobs run inside spaces.GPU for a duration from their settings."""
 
 import os
 import pickle
@@ -7,9 +7,14 @@ import sys
 import types
 from pathlib import Path
 
+import torch
 from PIL import Image
 
+from stylizer.config import StyleConfig
+from stylizer.engine.optimization import optimizations_for
+from stylizer.request import Request
 from stylizer.serving import zerogpu
+from stylizer.serving.deployment import LOCAL, ZERO_GPU, Deployment
 from stylizer.serving.jobs import JobUpdate
 from stylizer.serving.worker import Worker
 
@@ -25,19 +30,18 @@ def GPU(duration=None):
 
 
 class FakeWorker:
-    def run(self, image, settings):
+    info, limits, concurrency = "info", "limits", 1
+
+    def check(self, image, settings, *, preparing=False):
+        return Request(Image.new("RGB", (8, 8)), StyleConfig(**settings).validated())
+
+    def run(self, request):
         yield JobUpdate(1, 2, {"dir": 0.5}, Image.new("RGB", (8, 8)))
         yield JobUpdate(2, 2, {"dir": 0.4}, Image.new("RGB", (8, 8)))
 
-    def preview(self, image, settings, cancelled):
+    def preview(self, request, cancelled):
         self.polled = cancelled()
         return JobUpdate(2, 2, {"dir": 0.4}, Image.new("RGB", (8, 8)))
-
-
-def test_off_zero_gpu_the_run_function_is_the_workers(monkeypatch):
-    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
-    worker = FakeWorker()
-    assert zerogpu.gpu_run_fn(worker) == worker.run
 
 
 def recording_spaces(durations: list) -> types.SimpleNamespace:
@@ -56,79 +60,84 @@ def recording_spaces(durations: list) -> types.SimpleNamespace:
     return types.SimpleNamespace(GPU=gpu)
 
 
+def config(**settings) -> StyleConfig:
+    return StyleConfig(**{"prompt": "ink", **settings}).validated()
+
+
+def test_the_deployment_says_zero_gpu_only_where_spaces_says_so():
+    assert Deployment.from_env(environ={}).kind == LOCAL
+    on_spaces = Deployment.from_env(environ={"SPACES_ZERO_GPU": "true"})
+    assert on_spaces.kind == ZERO_GPU and on_spaces.zero_gpu
+    assert not on_spaces.cuda_graphs and on_spaces.cache_storage == "cpu" and not on_spaces.prepares_in_background
+    local = Deployment()
+    assert local.cuda_graphs and local.cache_storage is None and local.prepares_in_background
+
+
 def test_on_zero_gpu_the_run_is_wrapped_with_a_duration_from_the_settings(monkeypatch):
     calls = []
-    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
     monkeypatch.setitem(sys.modules, "spaces", recording_spaces(calls))
-    run = zerogpu.gpu_run_fn(FakeWorker())
-    updates = list(run("image.png", {"prompt": "ink", "steps": 40}))
+    jobs = zerogpu.ZeroGpuJobs(FakeWorker())
+    request = jobs.check("image.png", {"prompt": "ink", "steps": 40})
+    updates = list(jobs.run(request))
     assert [u.step for u in updates] == [1, 2]
-    assert calls and calls[0] >= zerogpu.OVERHEAD_S
+    assert calls == [zerogpu.estimate_duration(request.config)] and calls[0] >= zerogpu.OVERHEAD_S
 
 
 def test_on_zero_gpu_a_preview_runs_inside_spaces_gpu_for_a_preview_sized_duration(monkeypatch):
     durations = []
     worker = FakeWorker()
-    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
-    assert zerogpu.gpu_preview_fn(worker) == worker.preview
-    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
     monkeypatch.setitem(sys.modules, "spaces", recording_spaces(durations))
-    preview = zerogpu.gpu_preview_fn(worker)
-    settings = {"prompt": "ink", "steps": 200, "size": 1024, "preview_size": 256, "preview_steps": 12}
-    assert preview("image.png", settings, lambda: True).step == 2
+    jobs = zerogpu.ZeroGpuJobs(worker)
+    request = jobs.check("image.png", {"prompt": "ink", "steps": 200, "size": 1024, "preview_size": 256, "preview_steps": 12})
+    assert jobs.preview(request, lambda: True).step == 2
     assert worker.polled is False  # the GPU process cannot poll the page: it is never cancelled there
-    assert durations == [zerogpu.estimate_duration(None, {**settings, "size": 256, "steps": 12})]
-    assert durations[0] < zerogpu.estimate_duration(None, settings)
+    assert durations == [zerogpu.estimate_duration(request.config.as_preview())]
+    assert durations[0] < zerogpu.estimate_duration(request.config)
 
 
-def test_on_zero_gpu_prepared_pictures_are_kept_in_cpu_memory(monkeypatch, tmp_path):
-    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
-    worker = Worker("tiny", ["cpu"], output_dir=tmp_path)
+def test_on_zero_gpu_prepared_pictures_are_kept_in_cpu_memory_and_nothing_is_captured(tmp_path):
+    worker = Worker("tiny", ["cpu"], output_dir=tmp_path, deployment=Deployment(ZERO_GPU))
     assert {cache.storage.type for cache in worker.caches.values()} == {"cpu"}
-    monkeypatch.delenv("SPACES_ZERO_GPU")
     assert {cache.storage for cache in Worker("tiny", ["cpu"], output_dir=tmp_path).caches.values()} == {None}
 
 
 def test_duration_grows_with_steps_size_and_full_mode():
-    base = {"prompt": "ink", "steps": 20, "size": 512, "mode": "fast"}
-    short = zerogpu.estimate_duration(None, base)
-    assert zerogpu.estimate_duration(None, {**base, "steps": 80}) > short
-    assert zerogpu.estimate_duration(None, {**base, "size": 1024}) > short
-    assert zerogpu.estimate_duration(None, {**base, "mode": "full"}) > short
-    assert zerogpu.estimate_duration(None, {**base, "steps": 10**6}) == zerogpu.MAX_DURATION_S
+    base = dict(steps=20, size=512, mode="fast")
+    short = zerogpu.estimate_duration(config(**base))
+    assert zerogpu.estimate_duration(config(**{**base, "steps": 80})) > short
+    assert zerogpu.estimate_duration(config(**{**base, "size": 1024})) > short
+    assert zerogpu.estimate_duration(config(**{**base, "mode": "full"})) > short
+    assert zerogpu.estimate_duration(config(**{**base, "steps": 500, "strength": 1.0, "size": 1024})) == zerogpu.MAX_DURATION_S
 
 
-def test_duration_of_malformed_settings_is_short_and_never_raises():
-    for bad in ({"steps": "many"}, {"size": None}, {"strength": float("nan")}):
-        assert zerogpu.estimate_duration(None, {"prompt": "ink", **bad}) == zerogpu.OVERHEAD_S
+def test_duration_reads_the_steps_a_job_really_runs():
+    """steps x strength, as StyleConfig.denoise_steps says: a job at strength 0.5 runs half the steps."""
+    assert zerogpu.estimate_duration(config(steps=80, strength=0.5)) == zerogpu.estimate_duration(config(steps=40, strength=1.0))
 
 
 def test_on_zero_gpu_the_app_imports_spaces_before_torch(tmp_path):
     (tmp_path / "spaces").mkdir()
     (tmp_path / "spaces" / "__init__.py").write_text(SPACES_STUB)
     env = {**os.environ, "SPACES_ZERO_GPU": "true", "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
-    code = "import sys, app; assert 'spaces' in sys.modules and 'torch' in sys.modules"
+    # The app imports spaces and nothing that needs torch; torch comes with the worker, after spaces.
+    code = "import sys, app; assert 'spaces' in sys.modules and 'torch' not in sys.modules; import stylizer.serving.worker"
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_a_real_jobs_updates_survive_the_trip_back_from_the_gpu_process(tmp_path, picture_path):
-    """ZeroGPU pickles every yielded update in the forked GPU process; nothing in them may be a tensor or unpicklable."""
+    """ZeroGPU pickles the request into the forked GPU process and every yielded update back; nothing may be a tensor or unpicklable."""
     worker = Worker("tiny", ["cpu"], output_dir=tmp_path)
-    updates = list(worker.run(picture_path, {"prompt": "ink", "size": 64, "steps": 6, "preview_every": 2}))
+    request = pickle.loads(pickle.dumps(worker.check(picture_path, {"prompt": "ink", "size": 64, "steps": 6, "preview_every": 2})))
+    updates = list(worker.run(request))
     copies = pickle.loads(pickle.dumps(updates))
     assert [u.step for u in copies] == [u.step for u in updates]
     assert copies[-1].result is not None and copies[-1].result.png_path == updates[-1].result.png_path
     assert copies[-1].image.tobytes() == updates[-1].image.tobytes()
 
 
-def test_zero_gpu_never_captures_or_compiles(monkeypatch):
-    import torch
-
-    from stylizer.engine.optimization import optimizations_for
-
-    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
-    assert optimizations_for(torch.device("cuda"), True, torch.bfloat16).cuda_graphs
-    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
-    on_spaces = optimizations_for(torch.device("cuda"), True, torch.bfloat16)
-    assert not (on_spaces.cuda_graphs or on_spaces.compile) and on_spaces.autocast == torch.bfloat16
+def test_zero_gpu_never_captures():
+    local, spaces = Deployment(), Deployment(ZERO_GPU)
+    assert optimizations_for(torch.device("cuda"), True, torch.bfloat16, graphs=local.cuda_graphs).cuda_graphs
+    on_spaces = optimizations_for(torch.device("cuda"), True, torch.bfloat16, graphs=spaces.cuda_graphs)
+    assert not on_spaces.cuda_graphs and on_spaces.autocast == torch.bfloat16

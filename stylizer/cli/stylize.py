@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             "output": str(output),
             "model": models.name,
             "device": str(models.device),
-            "settings": request.record(model=models.name, clip=models.clip.name),
+            "settings": request.record(model=models.name, clip=models.preset.clip),
             "losses": result.losses,
             "seconds": round(seconds, 3),
         }

@@ -127,7 +127,11 @@ def run_grid(models: Models, judge: Judge, grid: Grid, out_dir: str | Path) -> I
                     "prompt": prompt,
                     "setting": setting.label,
                     "sweep": setting.swept,
-                    **{name: value for name, value in request.record(model=models.name, clip=models.clip.name).items() if name != "prompt"},
+                    **{
+                        name: value
+                        for name, value in request.record(model=models.name, clip=models.preset.clip).items()
+                        if name != "prompt"
+                    },
                     **scores,
                     "seconds": seconds,
                     "output": output_path.as_posix(),

@@ -344,10 +344,9 @@ class Worker:
     def _finish(self, frame: Frame, request: Request, frames: list[Image.Image], *, seconds: float) -> JobResult:
         png, gif = self.outputs.save(frame.image, frames)
         source = request.image.resize(frame.image.size, Image.Resampling.LANCZOS)
-        info = self.info
-        return JobResult(
-            frame.image, source, png, gif, request.record(model=info.name, clip=info.clip), frame.losses, seconds, request.notes
-        )
+        preset = next(iter(self.replicas.values())).preset
+        record = request.record(model=preset.name, clip=preset.clip)
+        return JobResult(frame.image, source, png, gif, record, frame.losses, seconds, request.notes)
 
     def _user_error(self, device: str, exc: BaseException) -> BaseException:
         """``exc`` as the user should see it; out of memory also empties the device's cache of prepared pictures."""

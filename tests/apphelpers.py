@@ -127,9 +127,6 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
 
 
 def result_path(output) -> str | None:
-    """The file path of an image output as gradio_client returns it (a path or an update dict)."""
-    if isinstance(output, dict):
-        output = output.get("value")
-    if isinstance(output, dict):
-        output = output.get("path")
-    return output if isinstance(output, str) else None
+    """The file path of an image output as gradio_client returns it: a path, or None before the first frame."""
+    assert output is None or isinstance(output, str), f"the API returned {output!r}, not a file path"
+    return output

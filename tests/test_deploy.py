@@ -129,7 +129,8 @@ def test_readme_front_matter_is_a_valid_spaces_config():
 
 
 def test_front_matter_models_are_the_default_presets_repos():
-    from stylizer.loading.presets import CLIP_MODELS, DEFAULT_CLIP, DEFAULT_PRESET, PRESETS
+    from stylizer.engine.preset import DEFAULT_CLIP
+    from stylizer.loading.presets import CLIP_MODELS, DEFAULT_PRESET, PRESETS
 
     meta = front_matter()
     preset = PRESETS[DEFAULT_PRESET]

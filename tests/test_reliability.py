@@ -330,8 +330,8 @@ def test_out_of_memory_is_reported_and_the_server_recovers(client, worker, pictu
     assert "Done" in client.predict(image=handle_file(picture_path), prompt="ink", **FAST, api_name="/stylize")[1]
     assert len(worker.caches["cpu"]) > 0  # the picture is prepared for the next job
 
-    def exhausted(models, image, config, on_step=None, **hooks):
-        on_step(1, config.denoise_steps)
+    def exhausted(models, request, on_step=None, **hooks):
+        on_step(1, request.config.denoise_steps)
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         yield  # a generator, like the real sampler
 

@@ -180,9 +180,11 @@ def main(argv: list[str] | None = None) -> int:
 def serve(args: argparse.Namespace) -> int:
     """Build the app and serve it until the process is stopped."""
     from stylizer.ui import CSS, THEME
+    from stylizer.ui.mcp import return_every_output
 
     demo, jobs = create_app(args)
     demo.launch(**launch_options(args, jobs.limits), theme=THEME, css=CSS, prevent_thread_lock=True)
+    return_every_output(demo)
     if args.share:
         print(share_message(demo.share_url, demo.local_url, on_spaces=environment.is_set("SPACE_ID")), file=sys.stderr, flush=True)
     demo.block_thread()

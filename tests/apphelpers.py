@@ -22,6 +22,7 @@ from gradio_client.utils import Status
 from stylizer.config import Limits
 from stylizer.serving.worker import Worker
 from stylizer.ui import build_demo
+from stylizer.ui.mcp import return_every_output
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +32,7 @@ def served(demo: gr.Blocks, **launch_kwargs) -> Iterator[str]:
     """Launch ``demo`` on 127.0.0.1 (a free port) for the duration of the block; yields its URL."""
     demo.queue(default_concurrency_limit=1)
     _, url, _ = demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, run_history=False, **launch_kwargs)
+    return_every_output(demo)  # as app.serve does
     try:
         yield url
     finally:

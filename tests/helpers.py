@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 import struct
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
 from diffusers import DDPMScheduler
+from huggingface_hub.errors import EntryNotFoundError
 from PIL import Image, ImageCms
 from torch import nn
 
 from bench.run import NO_GUIDANCE
-from stylizer.config import Limits, StyleConfig
+from stylizer.config import Limits, StyleConfig, field_range
 from stylizer.engine.models import Models
 from stylizer.engine.sampler import Frame, stylize
 from stylizer.images import synthetic_picture
@@ -27,6 +31,8 @@ __all__ = [
     "NO_GUIDANCE",
     "AnalyticEps",
     "FakeJobs",
+    "FakeRemote",
+    "changed_settings",
     "hub_snapshot",
     "make_image",
     "pixels",
@@ -140,3 +146,51 @@ class FakeJobs:
 
     def run(self, request):
         return self.run_fn(*request)
+
+
+class FakeRemote:
+    """Stands in for the Hub and download.pytorch.org: serves files from a local folder and logs each transfer."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.transfers: list[Path] = []
+
+    def hf_hub_download(self, repo_id: str, filename: str, *, local_files_only: bool = False) -> str:
+        """Like huggingface_hub's: the file's snapshot path in the cache, transferred only if not there yet."""
+        assert not local_files_only, "the Hub is online in this test"
+        source = self.root / repo_id / filename
+        if not source.is_file():
+            raise EntryNotFoundError(f"{repo_id} has no {filename}")
+        target = hub_snapshot(repo_id) / filename
+        if not target.is_file():  # the real client sees the cached file's ETag match and transfers nothing
+            self._transfer(source, target)
+        return str(target)
+
+    def download_url_to_file(self, url: str, dst: str, **_options) -> None:
+        """Like torch.hub's (hash and progress options aside: the weights here are random)."""
+        self._transfer(self.root / "torchvision" / Path(urlparse(url).path).name, Path(dst))
+
+    def _transfer(self, source: Path, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        self.transfers.append(target)
+
+
+def changed_settings() -> dict:
+    """A valid value other than the default for every setting."""
+    values = {}
+    for f in dataclasses.fields(StyleConfig):
+        knob = f.metadata["knob"]
+        if isinstance(f.default, bool):
+            values[f.name] = not f.default
+        elif knob.choices:
+            values[f.name] = next(c for c in knob.choices if c != f.default)
+        elif isinstance(f.default, str):
+            values[f.name] = f"{f.name} text"
+        else:
+            low, high = field_range(f.name, Limits())
+            values[f.name] = int(low) + 3 if isinstance(f.default, int) else round(low + (high - low) * 0.37, 3)
+    values["guide_end"] = 0.73  # guidance must end after it starts (guide_start is 0.37)
+    defaults = StyleConfig().to_dict()
+    assert not any(values[name] == defaults[name] for name in values), "every value must differ from its default"
+    return StyleConfig(**values).validated().to_dict()

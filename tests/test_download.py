@@ -5,7 +5,6 @@ Nothing here reaches the network: the Hub and download.pytorch.org are stood in 
 """
 
 import re
-import shutil
 import socket
 from pathlib import Path
 from urllib.parse import urlparse
@@ -14,7 +13,6 @@ import open_clip
 import pytest
 import torch
 from huggingface_hub import constants
-from huggingface_hub.errors import EntryNotFoundError
 from safetensors.torch import save_file
 from torchvision.models.vgg import cfgs, make_layers
 
@@ -23,7 +21,7 @@ from stylizer.cli import main
 from stylizer.errors import ModelLoadError
 from stylizer.loading import fetch, hub
 
-from .helpers import hub_snapshot, save_flat_ddpm
+from .helpers import FakeRemote, save_flat_ddpm
 
 CHURCH_FILES = ("config.json", "diffusion_pytorch_model.bin", "scheduler_config.json", "open_clip_model.safetensors", "vgg16-397923af.pth")
 
@@ -37,34 +35,6 @@ def lay_out_church_256(root: Path) -> None:
     save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, str(clip_repo / "open_clip_model.safetensors"))
     (root / "torchvision").mkdir()
     torch.save({f"features.{k}": v for k, v in make_layers(cfgs["D"]).state_dict().items()}, root / "torchvision" / "vgg16-397923af.pth")
-
-
-class FakeRemote:
-    """Stands in for the Hub and download.pytorch.org: serves files from a local folder and logs each transfer."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.transfers: list[Path] = []
-
-    def hf_hub_download(self, repo_id: str, filename: str, *, local_files_only: bool = False) -> str:
-        """Like huggingface_hub's: the file's snapshot path in the cache, transferred only if not there yet."""
-        assert not local_files_only, "the Hub is online in this test"
-        source = self.root / repo_id / filename
-        if not source.is_file():
-            raise EntryNotFoundError(f"{repo_id} has no {filename}")
-        target = hub_snapshot(repo_id) / filename
-        if not target.is_file():  # the real client sees the cached file's ETag match and transfers nothing
-            self._transfer(source, target)
-        return str(target)
-
-    def download_url_to_file(self, url: str, dst: str, **_options) -> None:
-        """Like torch.hub's (hash and progress options aside: the weights here are random)."""
-        self._transfer(self.root / "torchvision" / Path(urlparse(url).path).name, Path(dst))
-
-    def _transfer(self, source: Path, target: Path) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-        self.transfers.append(target)
 
 
 @pytest.fixture

@@ -8,12 +8,12 @@ from gradio_client import Client, handle_file
 from stylizer.cli import main
 from stylizer.cli.options import blend_settings
 from stylizer.cli.stylize import build_parser
-from stylizer.config import PROMPT_FIELDS, WEIGHT_FIELDS, Limits, StyleConfig, field_range, knobs
+from stylizer.config import PROMPT_FIELDS, WEIGHT_FIELDS, StyleConfig, knobs
 from stylizer.serving.jobs import JobUpdate, ModelInfo
 from stylizer.ui import api_parameters, build_demo
 
 from .apphelpers import served
-from .helpers import FakeJobs
+from .helpers import FakeJobs, changed_settings
 
 INFO = ModelInfo("tiny-latent", "latent", "tiny-clip", ["cpu"], True, {"size": 64}, "test models")
 # The first wave's /stylize parameters, in order: later settings may only come after them.
@@ -21,26 +21,6 @@ FIRST_WAVE_API = [
     "image", "prompt", "reference", "w_dir", "w_patch", "w_content", "w_tv", "steps", "strength", "start", "mode",
     "guidance_scale", "cfg_scale", "n_patches", "patch_size", "threshold", "size", "seed", "randomize_seed",
 ]  # fmt: skip
-
-
-def changed_settings() -> dict:
-    """A valid value other than the default for every setting."""
-    values = {}
-    for f in dataclasses.fields(StyleConfig):
-        knob = f.metadata["knob"]
-        if isinstance(f.default, bool):
-            values[f.name] = not f.default
-        elif knob.choices:
-            values[f.name] = next(c for c in knob.choices if c != f.default)
-        elif isinstance(f.default, str):
-            values[f.name] = f"{f.name} text"
-        else:
-            low, high = field_range(f.name, Limits())
-            values[f.name] = int(low) + 3 if isinstance(f.default, int) else round(low + (high - low) * 0.37, 3)
-    values["guide_end"] = 0.73  # guidance must end after it starts (guide_start is 0.37)
-    defaults = StyleConfig().to_dict()
-    assert not any(values[name] == defaults[name] for name in values), "every value must differ from its default"
-    return StyleConfig(**values).validated().to_dict()
 
 
 def test_every_field_has_a_knob_and_every_knob_a_field():

@@ -8,16 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from stylizer.config import StyleConfig
+from stylizer.config import INVERSION, PICTURE, PREVIEW, StyleConfig, knobs, prepared_by
 from stylizer.engine.optimization import Optimizations
 from stylizer.engine.prepared import PreparedCache, prepare_picture
 from stylizer.engine.sampler import stylize
 from stylizer.loading import load_models
 from stylizer.request import Request
 from stylizer.serving.deployment import Deployment
+from stylizer.serving.jobs import ModelInfo
+from stylizer.ui import build_demo
 
-from .helpers import CUDA_REPEAT_TOLERANCE, make_image, pixels
+from .helpers import CUDA_REPEAT_TOLERANCE, FakeJobs, make_image, pixels
 
+INFO = ModelInfo("tiny-latent", "latent", "tiny-clip", ["cpu"], True, {"size": 64}, "test models")
 BASE = StyleConfig(prompt="drawing with black ink", size=64, steps=10, strength=0.6, start="invert").validated()
 # What a job with one setting changed finds in a cache prepared for BASE:
 HIT = "the prepared picture and its inversion"
@@ -92,6 +95,50 @@ def test_every_setting_is_classified_by_what_it_invalidates(latent_models, pictu
         added = tuple(after - b for after, b in zip(lookups(cache), before, strict=True))
         assert added == OUTCOMES[outcome], f"{name}={value!r}: expected {outcome}, the cache saw {added}"
         assert prepared.reused == (outcome in (HIT, NO_INVERSION)), name
+
+
+def test_the_knob_table_says_what_each_setting_invalidates(latent_models, picture):
+    """Each knob's ``prepares`` flag is what the cache's keys are made of, and what the job finds says the same."""
+    kinds = {HIT: {None, PREVIEW}, NEW_PICTURE: {PICTURE}, NEW_INVERSION: {INVERSION}, NO_INVERSION: {INVERSION}}
+    for name, (_, outcome) in KEY_TABLE.items():
+        assert knobs()[name].prepares in kinds[outcome], f"{name} is flagged {knobs()[name].prepares!r} but a job finds {outcome}"
+    assert set(prepared_by()) == {name for name, knob in knobs().items() if knob.prepares}
+
+
+@pytest.mark.parametrize("name", prepared_by(PREVIEW))
+def test_the_preview_settings_are_what_the_live_previews_preparation_depends_on(latent_models, picture, name):
+    cache = PreparedCache()
+    prepare_picture(latent_models, picture, BASE.as_preview(), cache=cache)
+    before = lookups(cache)
+    changed = dataclasses.replace(BASE, **{name: KEY_TABLE[name][0]}).validated()
+    assert not prepare_picture(latent_models, picture, changed.as_preview(), cache=cache).reused
+    assert lookups(cache) != tuple(b + a for b, a in zip(before, OUTCOMES[HIT], strict=True))
+
+
+def test_what_no_knob_flags_really_leaves_the_prepared_picture_unchanged(latent_models, picture):
+    """Prepared from scratch, with any unflagged setting changed, the picture's encoding, features and inversion are the same tensors."""
+    cold = prepare_picture(latent_models, picture, BASE)
+    for name, (value, _) in KEY_TABLE.items():
+        if knobs()[name].prepares is not None:
+            continue
+        other = prepare_picture(latent_models, picture, dataclasses.replace(BASE, **{name: value}).validated())
+        assert torch.equal(other.clean, cold.clean) and torch.equal(other.features.embed, cold.features.embed), name
+        assert all(torch.equal(a, b) for a, b in zip(other.features.vgg, cold.features.vgg, strict=True)), name
+        assert torch.equal(other.start, cold.start), name
+
+
+def test_the_page_prepares_the_picture_again_when_a_flagged_setting_changes_and_only_then():
+    demo = build_demo(FakeJobs(lambda image, settings: iter(()), INFO), previews=True, preparation=True)
+    components = {c["id"]: c.get("props", {}) for c in demo.config["components"]}
+    line = next(i for i, props in components.items() if props.get("elem_id") == "prepared")
+    dependencies = {dep["id"]: dep for dep in demo.config["dependencies"]}
+    triggers = {
+        components[target]["label"]
+        for dep in dependencies.values()
+        if dep["outputs"] == [line] and dep["trigger_after"] is not None
+        for target, _ in dependencies[dep["trigger_after"]]["targets"]
+    }
+    assert triggers == {"Input image", "Live preview", *(knobs()[name].label for name in prepared_by())}
 
 
 def test_another_picture_or_numerics_is_another_entry(latent_models, picture):

@@ -24,8 +24,7 @@ from stylizer.loading.fetch import TAESD_FILES
 from stylizer.loading.presets import PRESETS, TAESD_REPO, TINY_LATENT
 from stylizer.loading.tiny import tiny_latent_parts, tiny_taesd, tiny_taesd_folder
 
-from .helpers import hub_snapshot, run
-from .test_download import FakeRemote
+from .helpers import FakeRemote, hub_snapshot, run
 
 CPU = torch.device("cpu")
 # A latent of the tiny VAE's (4 channels) for a 64x48 picture: its VAE and TAESD both upsample 4x.

@@ -162,3 +162,23 @@ def test_a_run_stopped_while_queued_never_starts():
 
     statuses = [update["status"] for update in stream(FakeJobs(run, INFO), "in.png", {"seed": 1}, lambda *a, **k: None, lambda: True)]
     assert statuses == [statuses[-1]] and "Stopped" in statuses[-1] and not started
+
+
+def test_apply_and_the_settings_table_read_back_what_the_command_line_and_batch_write(tmp_path, picture_path, capsys):
+    """One settings record everywhere: --json's report and batch's NAME.json hold it under "settings", and both read back."""
+    from stylizer.cli import main
+    from stylizer.config import StyleConfig
+
+    options = ["-p", "neon light", "--model", "tiny", "--size", "64", "--steps", "3", "--seed", "9", "--w-tv", "7"]
+    assert main([picture_path, "-o", str(tmp_path / "one.png"), "--json", *options]) == 0
+    report = capsys.readouterr().out
+    assert main(["batch", picture_path, "-o", str(tmp_path / "many"), *options]) == 0
+    record = (tmp_path / "many" / "input.json").read_text()
+    for text in (report, record):
+        written = json.loads(text)["settings"]
+        assert written["model"] == "tiny" and written["clip"] == "tiny"
+        config = StyleConfig.from_record(json.loads(text)).validated()
+        assert (config.prompt, config.seed, config.steps, config.w_tv, config.size) == ("neon light", 9, 3, 7.0, 64)
+        values = dict(zip(page_knobs(), apply_settings(text, Limits())))
+        assert values == {name: getattr(config, name) for name in page_knobs()}
+    assert json.loads(report)["settings"] == json.loads(record)["settings"]  # the same record, from either command

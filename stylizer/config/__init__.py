@@ -2,7 +2,7 @@
 server's caps (:mod:`.limits`), checking a value (:mod:`.validation`), the loss terms (:mod:`.terms`)
 and every environment variable (:mod:`.environment`)."""
 
-from .knob import ADVANCED, MAIN, REGION, STYLE_PICTURE, STYLES, Knob
+from .knob import ADVANCED, INVERSION, MAIN, PICTURE, PREVIEW, REGION, STYLE_PICTURE, STYLES, Knob
 from .limits import Limits
 from .style import (
     GUIDANCE_MODES,
@@ -26,9 +26,12 @@ __all__ = [
     "ADVANCED",
     "GUIDANCE_MODES",
     "GUIDE_DECODERS",
+    "INVERSION",
     "MAIN",
     "MAX_PROMPT_CHARS",
+    "PICTURE",
     "PICTURE_INPUTS",
+    "PREVIEW",
     "PROMPT_FIELDS",
     "RECORD_EXTRAS",
     "REGION",

@@ -1,7 +1,9 @@
-"""Every environment variable Stylizer reads, in one table, and the one way to read them.
+"""Every environment variable that changes what Stylizer does, in one table, and the one way to read them.
 
 README's *Environment variables* table is this table (``tests/test_environment.py`` compares
-them), and no module reads ``os.environ`` but this one: a variable not in the table cannot be read.
+them), and no module of the package reads ``os.environ`` but this one: a variable not in the table
+cannot be read. ``HF_HOME`` and ``TORCH_HOME`` are read by the libraries themselves; they are here
+because a deployer sets them.
 """
 
 from __future__ import annotations

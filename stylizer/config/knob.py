@@ -8,6 +8,9 @@ from typing import Any
 # The page's sections, in page order: the prompt and loss weights, blended styles, the style picture,
 # the region to restyle, and the rest.
 MAIN, STYLES, STYLE_PICTURE, REGION, ADVANCED = "main", "styles", "style picture", "region", "advanced"
+# What of the prepared picture a setting changes: the picture's entry (its encoding and features, at the
+# working size), its DDIM inversion, or the live preview's preparation (through its own size and steps).
+PICTURE, INVERSION, PREVIEW = "picture", "inversion", "preview"
 
 
 @dataclass(frozen=True)
@@ -33,8 +36,9 @@ class Knob:
         api: on the page and a parameter of the ``/stylize`` API (every knob is on the command line).
         preset_default: the default comes from the loaded model (its working size), not from the field.
         latent_only: only latent models use it; the page shows it disabled for pixel models.
-        prepares: the prepared picture (its encoding, features and DDIM inversion) depends on it: it is
-            part of the prepared-picture cache's key, and changing it on the page prepares the picture again.
+        prepares: what of the prepared picture depends on it (:data:`PICTURE`, :data:`INVERSION` or
+            :data:`PREVIEW`; None: nothing): it is part of that cache key, and changing it on the page
+            prepares the picture again.
         bench: an option of the benchmark too (``python -m bench``).
         evaluation: an option of the evaluation too (``python -m stylizer.eval``).
     """
@@ -57,7 +61,7 @@ class Knob:
     api: bool = True
     preset_default: bool = False
     latent_only: bool = False
-    prepares: bool = False
+    prepares: str | None = None
     bench: bool = False
     evaluation: bool = False
 

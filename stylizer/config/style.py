@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from . import environment
-from .knob import MAIN, REGION, STYLE_PICTURE, STYLES, Knob, knob
+from .knob import INVERSION, MAIN, PICTURE, PREVIEW, REGION, STYLE_PICTURE, STYLES, Knob, knob
 from .limits import Limits
 from .terms import LOSS_TERMS
 from .validation import check_value, knob_range
@@ -60,7 +60,7 @@ class StyleConfig:
         placeholder="drawing with black ink",
     )
     reference: str = knob(
-        "a photo", "source text the style direction starts from", "Reference text (what the input is)", group=MAIN, prepares=True
+        "a photo", "source text the style direction starts from", "Reference text (what the input is)", group=MAIN, prepares=INVERSION
     )
     w_dir: float = knob(
         2000.0, "global directional CLIP loss weight", "Directional style (global CLIP)", low=0, high=50_000, group=MAIN, step=1
@@ -76,7 +76,7 @@ class StyleConfig:
         high=1000,
         limit="max_steps",
         step=1,
-        prepares=True,
+        prepares=INVERSION,
         bench=True,
         evaluation=True,
     )
@@ -87,7 +87,7 @@ class StyleConfig:
         low=0.01,
         high=1.0,
         step=0.01,
-        prepares=True,
+        prepares=INVERSION,
         bench=True,
     )
     start: str = knob(
@@ -96,7 +96,7 @@ class StyleConfig:
         "Start from",
         choices=START_MODES,
         info="invert keeps structure best",
-        prepares=True,
+        prepares=INVERSION,
         bench=True,
     )
     mode: str = knob(
@@ -131,7 +131,7 @@ class StyleConfig:
         limit="max_size",
         step=8,
         preset_default=True,
-        prepares=True,
+        prepares=PICTURE,
         bench=True,
         evaluation=True,
     )
@@ -155,7 +155,7 @@ class StyleConfig:
         limit="max_size",
         step=8,
         preset_default=True,
-        prepares=True,
+        prepares=PREVIEW,
         bench=True,
     )
     preview_steps: int = knob(
@@ -166,7 +166,7 @@ class StyleConfig:
         high=1000,
         limit="max_steps",
         step=1,
-        prepares=True,
+        prepares=PREVIEW,
         bench=True,
     )
     prompt_2: str = knob("", "a second style to blend in (repeat -p)", "Style 2", group=STYLES, may_be_empty=True, cli=False)
@@ -363,9 +363,13 @@ def field_range(name: str, limits: Limits | None = None) -> tuple[float | None, 
     return knob_range(knobs()[name], limits)
 
 
-def prepared_by() -> tuple[str, ...]:
-    """The settings the prepared picture depends on (their knobs say ``prepares``), in the table's order."""
-    return tuple(name for name, entry in knobs().items() if entry.prepares)
+def prepared_by(*kinds: str) -> tuple[str, ...]:
+    """The settings the prepared picture depends on (their knobs say ``prepares``), in the table's order.
+
+    Args:
+        kinds: only those of these kinds (:data:`~stylizer.config.knob.PICTURE`, ``INVERSION``, ``PREVIEW``); all when none are given.
+    """
+    return tuple(name for name, entry in knobs().items() if entry.prepares and (not kinds or entry.prepares in kinds))
 
 
 def settings_of(record: Mapping[str, Any]) -> Mapping[str, Any]:

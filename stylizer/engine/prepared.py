@@ -15,6 +15,9 @@ value depends on:
   text-conditioned models), the schedule (steps over the whole schedule and steps run),
   and every optimisation of the step (another precision rounds differently).
 
+Which settings count is the knob table's to say (each knob's ``prepares``), so the keys here and
+the page's preparation triggers come from the same flags.
+
 A cached value is the very tensor a cold run computes, so results are unchanged.
 """
 
@@ -30,7 +33,7 @@ import torch
 from diffusers import DDIMScheduler
 from PIL import Image
 
-from ..config import StyleConfig
+from ..config import INVERSION, PICTURE, StyleConfig, prepared_by
 from ..errors import ConfigError
 from ..images import output_size, working_size
 from . import optimization
@@ -173,29 +176,25 @@ class Prepared:
         return None if self.inversion is None else self.inversion.start
 
 
-def picture_key(models: Models, source: torch.Tensor, optimizations: Optimizations) -> tuple:
-    """What a picture entry depends on: model set, device, dtype, the picture's content and size, and the numerics.
+def picture_key(models: Models, config: StyleConfig, source: torch.Tensor, optimizations: Optimizations) -> tuple:
+    """What a picture entry depends on: model set, device, dtype, the picture's content and size, the settings
+    whose knobs say :data:`~stylizer.config.PICTURE`, and the numerics.
 
     Args:
         source: the picture at working size, (1, 3, H, W) in [-1, 1] (it is hashed on the host).
     """
     digest = hashlib.sha256(source.detach().to("cpu", torch.float32).numpy().tobytes()).hexdigest()
-    backend = models.backend
-    return (
-        models.preset,
-        str(models.device),
-        backend.dtype,
-        digest,
-        tuple(source.shape[-2:]),
-        optimizations.autocast,
-        optimizations.channels_last,
-    )
+    settings = tuple((name, getattr(config, name)) for name in prepared_by(PICTURE))
+    numerics = (optimizations.autocast, optimizations.channels_last)
+    return (models.preset, str(models.device), models.backend.dtype, digest, tuple(source.shape[-2:]), settings, numerics)
 
 
 def inversion_key(models: Models, config: StyleConfig, optimizations: Optimizations) -> tuple:
-    """What an inversion depends on beyond its picture: the conditioning text, the schedule and the step's optimisations."""
-    text = config.reference if models.backend.conditions_on_text else None
-    return (text, config.steps, config.denoise_steps, optimizations)
+    """What an inversion depends on beyond its picture: the settings whose knobs say :data:`~stylizer.config.INVERSION`
+    (the reference text only for models that read it) and the step's optimisations."""
+    reads_text = models.backend.conditions_on_text
+    settings = tuple((name, getattr(config, name)) for name in prepared_by(INVERSION) if name != "reference" or reads_text)
+    return (settings, optimizations)
 
 
 def prepare_picture(
@@ -232,7 +231,7 @@ def prepare_picture(
     # Host timesteps: the step tables are built from them once per job (see stylizer.engine.ddim).
     scheduler.set_timesteps(config.steps)
     timesteps = scheduler.timesteps[config.steps - config.denoise_steps :]
-    key = picture_key(models, source, optimizations) if cache is not None else ()
+    key = picture_key(models, config, source, optimizations) if cache is not None else ()
     entry = cache.get(key) if cache is not None else None
     reused = entry is not None
     with torch.no_grad():

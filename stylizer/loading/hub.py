@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import os
 import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,13 +19,15 @@ from urllib.parse import urlparse
 from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import EntryNotFoundError
 
+from ..config import environment
+
 HUB_PROBE_TIMEOUT_S = 3.0
 
 
 def offline_requested() -> bool:
     """True when ``HF_HUB_OFFLINE`` is set to a true value, now or when huggingface_hub was imported."""
     # huggingface_hub reads the variable once at import; the app may set it later, so read it again.
-    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    return constants.HF_HUB_OFFLINE or environment.read("HF_HUB_OFFLINE").lower() in ("1", "true", "yes", "on")
 
 
 @functools.lru_cache(maxsize=1)

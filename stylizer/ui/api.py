@@ -32,7 +32,7 @@ import gradio as gr
 
 from ..config import PICTURE_INPUTS, Limits, StyleConfig, knobs
 from ..serving.jobs import JobRunner, ModelInfo
-from . import follow
+from . import follow, status
 from .follow import View, user_errors
 from .inputs import as_sent, upload_payload
 from .layout import knob_control
@@ -108,7 +108,7 @@ def _preview_body(jobs: JobRunner) -> Callable[[Any, dict[str, Any], gr.Progress
     def preview(image: Any, settings: dict[str, Any], progress: gr.Progress) -> tuple:
         with user_errors("previewing"):
             view = follow.preview(jobs, image, settings, lambda: False)
-        return (None, "Nothing to preview.") if view is None else (view.image, view.status)
+        return (None, status.PREVIEW_GAVE_WAY) if view is None else (view.image, view.status)
 
     return preview
 

@@ -13,6 +13,8 @@ REUSING = "Reusing the prepared picture…"
 STARTING = "Starting…"
 STOPPED = "Stopped. Press Stylize to run again."
 QUEUED = "Waiting for a free GPU…"
+# A preview that ended before its picture: a Stylize job took the device first.
+PREVIEW_GAVE_WAY = "The preview gave way to a Stylize job that was waiting; ask for it again."
 
 
 def starting(start: str) -> str:

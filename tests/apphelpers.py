@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -15,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import gradio as gr
-import httpx
 from gradio_client.client import Job
 from gradio_client.utils import Status
 
@@ -45,45 +40,6 @@ def serving(worker: Worker, limits: Limits, max_file_size: str) -> Iterator[str]
     demo = build_demo(worker, limits, previews=True, preparation=True)
     with served(demo, max_file_size=max_file_size) as url:
         yield url
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def app_process(log: Path, *args: str, env: dict[str, str] | None = None, seconds: float = 120.0) -> Iterator[tuple[subprocess.Popen, str]]:
-    """``python app.py --model tiny --port <free> *args`` in a process of its own, as deployed, for the block.
-
-    Yields (the process, its URL) once the server answers HTTP; its output goes to ``log``.
-    """
-    port = free_port()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "app.py", "--model", "tiny", "--port", str(port), *args],
-            cwd=ROOT,
-            env={**os.environ, **(env or {})},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + seconds
-        while True:
-            assert proc.poll() is None, f"the app exited: {log.read_text()}"
-            assert time.monotonic() < deadline, f"the app did not answer within {seconds:.0f} s: {log.read_text()}"
-            try:
-                httpx.get(url, timeout=5)
-                break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        yield proc, url
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def job_threads() -> list[threading.Thread]:

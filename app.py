@@ -139,7 +139,8 @@ def create_ray_app(args: argparse.Namespace):
 
     limits = Limits.from_env()
     print(f"Connecting to Ray ({args.ray}) for the Serve application {args.ray_app!r} …", file=sys.stderr, flush=True)
-    remote = connect(args.ray, args.model, args.replicas, clip=args.clip, limits=limits, app_name=args.ray_app)
+    address = None if args.ray == LOCAL_RAY else args.ray
+    remote = connect(address, args.model, args.replicas, clip=args.clip, limits=limits, app_name=args.ray_app)
     info = remote.info
     print(f"Serving {info.name} ({info.backend}) on Ray Serve replicas: {', '.join(info.devices)}", file=sys.stderr)
     demo = build_demo(remote, limits)

@@ -61,7 +61,7 @@ def main() -> None:
     from stylizer.serving.ray_client import connect
 
     try:
-        times["serve"] = timed_jobs(connect("local", args.model, 1, clip=args.clip, limits=limits), pictures, settings)
+        times["serve"] = timed_jobs(connect(None, args.model, 1, clip=args.clip, limits=limits), pictures, settings)
         # The same in-process jobs in a Ray worker process: what the OS gives Ray's processes, without Serve.
         task = ray.remote(num_cpus=1)(in_process)
         times["in a Ray task"] = ray.get(task.remote(args.model, args.clip, limits, pictures, settings))

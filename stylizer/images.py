@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import io
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ IMAGE_SIGNATURES = (b"\x89PNG", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"RIFF", 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 MIN_SIDE = 16
 MAX_ASPECT = 8.0
+# The shortest side a job may work at: VGG16's conv5_2, behind four 2x poolings, needs 16 px.
+MIN_WORKING_SIDE = 16
 _SRGB = ImageCms.createProfile("sRGB")
 # Mask and picture may differ this much in aspect ratio (rounding when a mask was resized).
 ASPECT_TOLERANCE = 0.02
@@ -158,8 +161,10 @@ def _read_bytes(source: ImageSource, limits: Limits) -> bytes:
         data = source
     else:
         path = Path(source)
-        if not path.is_file():
+        if not path.exists():
             raise InputError(f"no such image file: {path}")
+        if not path.is_file():  # a folder, a device (/dev/zero), a pipe: nothing to read whole
+            raise InputError(f"{path} is not a regular file")
         if path.stat().st_size > cap:
             raise InputError(f"the file is {path.stat().st_size / 2**20:.1f} MB; the limit is {limits.max_upload_mb:g} MB")
         data = path.read_bytes()
@@ -187,6 +192,8 @@ def _normalise(img: Image.Image, limits: Limits, convert: Callable[[Image.Image,
         img.load()
         img = ImageOps.exif_transpose(img)
         converted = convert(img, notes)
+    except InputError:  # already the message to give (an image without a finite pixel, an unsupported mode)
+        raise
     except Image.DecompressionBombError:
         raise InputError(f"the image claims more pixels than the limit of {limits.max_pixels:,}") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -245,6 +252,27 @@ def _high_depth_to_l(img: Image.Image) -> Image.Image:
         lo, hi = 0.0, 255.0 if finite.max() <= 255 else 65535.0
     scaled = np.clip((np.nan_to_num(arr, nan=lo) - lo) / max(hi - lo, 1e-12), 0, 1)
     return Image.fromarray((scaled * 255 + 0.5).astype(np.uint8), mode="L")
+
+
+def check_working_side(size: tuple[int, int], long_side: int, setting: str = "size") -> None:
+    """Refuse a job whose picture, at ``long_side`` px, would be under :data:`MIN_WORKING_SIDE` on its short side.
+
+    Args:
+        size: the picture's (W, H).
+        long_side: the job's working resolution (its long side).
+        setting: the setting that gave it, for the message.
+
+    Raises:
+        InputError: naming the limit and the smallest ``setting`` that works.
+    """
+    short, long = min(size), max(size)
+    if round(short * long_side / long) >= MIN_WORKING_SIDE:
+        return
+    needed = math.ceil((MIN_WORKING_SIDE - 0.5) * long / short)
+    raise InputError(
+        f"at {setting} {long_side} this {size[0]}x{size[1]} px picture would be {round(short * long_side / long)} px on its short side; "
+        f"it needs at least {MIN_WORKING_SIDE} px: set {setting} to {needed} or more, or crop the picture to a less extreme aspect ratio"
+    )
 
 
 def working_size(width: int, height: int, long_side: int, multiple: int) -> tuple[int, int]:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from .config import PROMPT_FIELDS, Limits, StyleConfig
 from .errors import InputError
-from .images import ImageSource, check_mask, load_image, load_mask
+from .images import ImageSource, check_mask, check_working_side, load_image, load_mask
 from .prompts import CLIP_CONTEXT_TOKENS, TEXT_TEMPLATES
 
 
@@ -48,7 +48,12 @@ class Request:
         return self.config.record(model=model, clip=clip, pictures=self.pictures_used())
 
     def as_preview(self) -> Request:
-        """The same job as a live preview (see :meth:`stylizer.config.StyleConfig.as_preview`)."""
+        """The same job as a live preview (see :meth:`stylizer.config.StyleConfig.as_preview`).
+
+        Raises:
+            InputError: the picture is too thin for the preview's size.
+        """
+        check_working_side(self.image.size, self.config.preview_size, "preview_size")
         return dataclasses.replace(self, config=self.config.as_preview())
 
 
@@ -81,6 +86,7 @@ def check_request(
     limits = limits or Limits.from_env()
     config = StyleConfig.from_dict(settings).validated(limits, style_image=style_image is not None)
     loaded = load_image(image, limits)
+    check_working_side(loaded.image.size, config.size)
     notes = loaded.notes + prompt_notes(config)
     checked_mask = None
     if mask is not None:

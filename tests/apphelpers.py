@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import threading
 import time
@@ -11,12 +12,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import gradio as gr
+import httpx
 from gradio_client.client import Job
 from gradio_client.utils import Status
 
-from stylizer.config import Limits
+from stylizer.config import Limits, StyleConfig
 from stylizer.serving.worker import Worker
-from stylizer.ui import build_demo
+from stylizer.ui import api_parameters, build_demo
 from stylizer.ui.mcp import return_every_output
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,3 +90,27 @@ def result_path(output) -> str | None:
     """The file path of an image output as gradio_client returns it: a path, or None before the first frame."""
     assert output is None or isinstance(output, str), f"the API returned {output!r}, not a file path"
     return output
+
+
+def call_raw(server: str, data: list) -> str:
+    """POST the /stylize API with raw JSON (which may hold NaN) and return the SSE stream's text."""
+    body = json.dumps({"data": data}, allow_nan=True)
+    with httpx.Client(base_url=server, timeout=60) as http:
+        response = http.post("/gradio_api/call/stylize", content=body, headers={"content-type": "application/json"})
+        if response.status_code != 200:
+            return response.text
+        event_id = response.json()["event_id"]
+        return http.get(f"/gradio_api/call/stylize/{event_id}").text
+
+
+def upload(server: str, path: str) -> dict:
+    with httpx.Client(base_url=server, timeout=60) as http, open(path, "rb") as file:
+        response = http.post("/gradio_api/upload", files={"files": file})
+        return {"path": response.json()[0], "meta": {"_type": "gradio.FileData"}}
+
+
+def api_args(image: dict, **overrides) -> list:
+    """Every /stylize parameter, positionally, as a raw REST caller must send them: a short job unless overridden."""
+    values = {**StyleConfig().to_dict(), "prompt": "ink", "steps": 4, "n_patches": 8, "patch_size": 64, "size": 64}
+    values.update({"image": image, "randomize_seed": False, "mask": None, "style_image": None, **overrides})
+    return [values[name] for name in api_parameters()]

@@ -12,12 +12,13 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from bench.soak import app_process
 from stylizer.config import Limits, knobs
 from stylizer.serving.worker import Worker
 from stylizer.ui import api_parameters, build_demo
 from stylizer.ui.api import PICTURE_HELP, PREVIEW_OUTPUTS, STYLIZE_OUTPUTS
 
-from .apphelpers import app_process, served
+from .apphelpers import served
 
 ROOT = Path(__file__).resolve().parents[1]
 JOB = dict(prompt="drawing with black ink", size=64, steps=8, strength=1.0, preview_every=2)

@@ -5,6 +5,7 @@ second on a CPU. The Ray tests share one local Ray instance, started once for th
 """
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -188,6 +189,45 @@ def test_missing_inputs_and_an_output_that_is_a_file_exit_2(capsys, tmp_path):
     assert code == 2 and "is not a folder" in err
 
 
+def test_a_batch_into_its_own_folder_never_replaces_an_input(capsys, tmp_path):
+    """photo.png's result would be photo.png: refused before any work (exit 2), naming it; nothing is written."""
+    folder = tmp_path / "in"
+    [photo, *_] = make_inputs(folder, 2)
+    before = mtimes(folder)
+    code, _, err = batch(capsys, str(folder), "-o", str(folder), *SMALL)
+    assert code == 2 and f"{photo} is an input, and its result would replace it" in err and "another folder" in err
+    assert mtimes(folder) == before
+    code, _, err = batch(capsys, str(folder), "-o", str(folder), *SMALL, "--overwrite")  # --overwrite redoes results, not inputs
+    assert code == 2 and mtimes(folder) == before
+
+
+@pytest.mark.parametrize("stray", ["p0.png", "p0.json", "p0.gif"])
+def test_a_file_of_an_outputs_name_that_no_batch_wrote_is_never_replaced(capsys, tmp_path, stray):
+    """A stray p0.png (or .json, or .gif with --frames) beside the inputs is no result: refused before any work, and kept."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_image(64, 48, seed=1).save(folder / "p0.jpg")
+    (folder / stray).write_bytes(b"someone else's file")
+    code, _, err = batch(capsys, str(folder / "p0.jpg"), "-o", str(folder), *SMALL, "--frames")
+    assert code == 2 and f"{folder / stray} exists and is not a result of stylizer batch" in err
+    assert (folder / stray).read_bytes() == b"someone else's file"
+
+
+def test_results_in_the_inputs_folder_are_resumed_and_redone_as_results(capsys, tmp_path):
+    """JPEG inputs with their results beside them: a rerun leaves them, --overwrite redoes them (they are this command's)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(2):
+        make_image(64, 48, seed=i).save(folder / f"p{i}.jpg")
+    inputs = [str(folder / "p0.jpg"), str(folder / "p1.jpg")]
+    code, report, err = batch(capsys, *inputs, "-o", str(folder), *SMALL)
+    assert code == 0 and len(report["done"]) == 2, err
+    code, report, _ = batch(capsys, *inputs, "-o", str(folder), *SMALL)
+    assert code == 0 and len(report["earlier"]) == 2
+    code, report, _ = batch(capsys, *inputs, "-o", str(folder), *SMALL, "--overwrite")
+    assert code == 0 and len(report["done"]) == 2
+
+
 def test_an_interrupted_write_leaves_no_part_of_a_file(tmp_path):
     target = tmp_path / "p0.png"
     target.write_bytes(b"the earlier, whole file")
@@ -323,7 +363,7 @@ def test_ray_writes_the_same_files_as_a_local_run(local_ray, capsys, tmp_path):
 def test_batch_takes_every_option_of_the_single_picture_command():
     single = {flag for action in build_parser()._actions for flag in action.option_strings}
     many = {flag for action in build_batch_parser()._actions for flag in action.option_strings}
-    assert single <= many and many - single == {"--overwrite", "--ray", "--actors"}
+    assert single <= many and many - single == {"--ray", "--actors"}
 
 
 @pytest.mark.parametrize("command", [[], ["batch"]], ids=["stylize", "batch"])
@@ -333,3 +373,16 @@ def test_help_lists_the_options(capsys, command):
     out = capsys.readouterr().out
     assert stop.value.code == 0 and "--mask-feather" in out and "2 % of the long side" in out
     assert ("--ray" in out) == bool(command)
+
+
+def test_joining_a_token_protected_cluster_without_its_token_is_one_line_naming_the_variables(local_ray, tmp_path):
+    """Ray 2.59+ clusters want a token; a machine without it (another HOME, no RAY_AUTH_TOKEN) is told what to set, in one line."""
+    address = local_ray.get_runtime_context().gcs_address
+    make_inputs(tmp_path / "in", 1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_TOKEN")}
+    env["HOME"] = str(tmp_path / "elsewhere")  # no ~/.ray/auth_token there
+    argv = [sys.executable, "-m", "stylizer", "batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *SMALL, "--ray", address]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("stylizer: error:")]
+    assert proc.returncode == 2 and len(ours) == 1, proc.stderr[-2000:]
+    assert f"could not join the Ray cluster at {address}" in ours[0] and "RAY_AUTH_TOKEN" in ours[0] and "RAY_AUTH_TOKEN_PATH" in ours[0]

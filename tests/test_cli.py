@@ -14,7 +14,7 @@ from stylizer.cli import main
 from stylizer.engine.objective import StyleObjective
 from stylizer.engine.tensors import to_pil
 
-from .helpers import BAD_MASKS, save_picture
+from .helpers import BAD_MASKS, make_image, save_picture
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -210,3 +210,42 @@ def test_missing_weights_exit_2_naming_the_model(capsys, tmp_path, picture_path)
     code, _, err = run_main(capsys, picture_path, "-p", "ink", "-o", str(tmp_path / "o.png"), "--model", "bedroom-256")
     assert code == 2
     assert "google/ddpm-ema-bedroom-256" in err and "download" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_output_that_is_the_input_is_refused_before_any_work_unless_overwrite(capsys, tmp_path, picture_path):
+    before = Path(picture_path).read_bytes()
+    spelled_otherwise = str(Path(picture_path).parent / "." / Path(picture_path).name)
+    for output in (picture_path, spelled_otherwise):
+        code, _, err = run_main(capsys, picture_path, "-p", "ink", "-o", output, "--model", "tiny", "--steps", "2")
+        assert code == 2 and "is the input: the result would replace it" in err and "--overwrite" in err
+        assert Path(picture_path).read_bytes() == before
+    code, _, err = run_main(capsys, picture_path, "-p", "ink", "-o", picture_path, "--model", "tiny", "--steps", "2", "--overwrite")
+    assert code == 0 and Path(picture_path).read_bytes() != before, err
+
+
+def test_an_output_that_is_a_folder_is_refused_before_any_work(monkeypatch, capsys, tmp_path, picture_path):
+    import stylizer.loading
+
+    monkeypatch.setattr(stylizer.loading, "load_models", lambda *a, **k: pytest.fail("the models loaded before -o was checked"))
+    code, _, err = run_main(capsys, picture_path, "-p", "ink", "-o", str(tmp_path), "--model", "tiny")
+    assert code == 2 and f"output {tmp_path} is a folder: name the file to write" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "size, picture, works",
+    [(124, (16, 128), True), (120, (16, 128), False), (47, (96, 32), True), (46, (96, 32), False), (32, (96, 32), False)],
+    ids=["16x128-at-the-limit", "16x128-below", "96x32-at-the-limit", "96x32-below", "96x32-at-the-smallest-size"],
+)
+def test_thin_pictures_work_down_to_16_px_at_working_size_and_are_refused_below_with_the_limit(capsys, tmp_path, size, picture, works):
+    source = tmp_path / "thin.png"
+    make_image(*picture).save(source)
+    code, _, err = run_main(
+        capsys, str(source), "-p", "ink", "-o", str(tmp_path / "out.png"), "--model", "tiny", "--size", str(size), "--steps", "2"
+    )
+    if works:
+        assert code == 0, err
+        with Image.open(tmp_path / "out.png") as out:
+            assert min(out.size) == 16
+    else:
+        lines = [line for line in err.splitlines() if line.startswith("stylizer:") and "warning" not in line]
+        assert code == 2 and len(lines) == 1 and "it needs at least 16 px" in lines[0] and "size to" in lines[0], err

@@ -223,7 +223,7 @@ def test_app_offline_share_keeps_serving_and_auth_from_the_environment_protects_
     from gradio_client import Client
     from gradio_client.exceptions import AuthenticationError
 
-    from .apphelpers import app_process
+    from bench.soak import app_process
 
     env = {"STYLIZER_AUTH": "ada:lovelace", "GRADIO_TEMP_DIR": str(tmp_path)}
     log = tmp_path / "app.log"

@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -13,18 +14,20 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from gradio.utils import get_upload_folder
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from bench.soak import BOUND_MB, STEP_MB, rss_series, verdict
+from bench.soak import BOUND_MB, STEP_MB, app_process, rss_series, verdict
 from stylizer.cli import main as cli_main
-from stylizer.config import Limits, StyleConfig
+from stylizer.config import Limits
 from stylizer.serving import worker as worker_module
+from stylizer.serving.outputs import PRIVATE_PREFIX
 from stylizer.serving.worker import Worker
-from stylizer.ui import api_parameters
+from stylizer.ui.inputs import NOT_BASE64, NOT_UPLOADED, PICTURE_NAMES
 
-from .apphelpers import bomb_png, result_path, serving, wait_until_idle, wait_until_queued
+from .apphelpers import api_args, bomb_png, call_raw, result_path, serving, upload, wait_until_idle, wait_until_queued
 from .helpers import make_image, swapped_primaries_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +73,10 @@ def float_tiff() -> bytes:
     return encode(Image.fromarray(np.linspace(0, 1, 48 * 32, dtype=np.float32).reshape(32, 48), mode="F"), "TIFF")
 
 
+def nan_tiff() -> bytes:
+    return encode(Image.fromarray(np.full((32, 48), np.nan, dtype=np.float32), mode="F"), "TIFF")
+
+
 def corrupt_jpeg(seed: int) -> bytes:
     """A JPEG header followed by seeded garbage, so every run tests the same bytes."""
     return encode(make_image(64, 64), "JPEG")[:200] + np.random.default_rng(seed).bytes(300)
@@ -95,6 +102,9 @@ CORPUS = {
     "apng": (animated("PNG"), None),
     "exif-rotated": (rotated_jpeg(), None),
     "icc-profile": (with_icc(), None),
+    # At 64 px (the tests' size) 8 px on its short side: too thin for VGG16, refused before any work.
+    "thin": (encode(Image.new("RGB", (16, 128)), "PNG"), "px on its short side; it needs at least 16 px"),
+    "all-nan-float": (nan_tiff(), "holds no finite pixel values"),
 }
 SUFFIX = {
     "float": ".tiff",
@@ -105,6 +115,7 @@ SUFFIX = {
     "animated-webp": ".webp",
     "gif-bomb": ".gif",
     "corrupt-jpeg": ".jpg",
+    "all-nan-float": ".tiff",
 }
 
 
@@ -199,30 +210,6 @@ def test_prompts(client, picture_path, prompt, check):
         assert json.loads(outputs[5])["prompt"] == expected
 
 
-def call_raw(server: str, data: list) -> str:
-    """POST the /stylize API with raw JSON (which may hold NaN) and return the SSE stream's text."""
-    body = json.dumps({"data": data}, allow_nan=True)
-    with httpx.Client(base_url=server, timeout=60) as http:
-        response = http.post("/gradio_api/call/stylize", content=body, headers={"content-type": "application/json"})
-        if response.status_code != 200:
-            return response.text
-        event_id = response.json()["event_id"]
-        return http.get(f"/gradio_api/call/stylize/{event_id}").text
-
-
-def upload(server: str, path: str) -> dict:
-    with httpx.Client(base_url=server, timeout=60) as http, open(path, "rb") as file:
-        response = http.post("/gradio_api/upload", files={"files": file})
-        return {"path": response.json()[0], "meta": {"_type": "gradio.FileData"}}
-
-
-def api_args(image: dict, **overrides) -> list:
-    """Every /stylize parameter, positionally, as a raw REST caller must send them: a short job unless overridden."""
-    values = {**StyleConfig().to_dict(), "prompt": "ink", "steps": 4, "n_patches": 8, "patch_size": 64, "size": 64}
-    values.update({"image": image, "randomize_seed": False, "mask": None, "style_image": None, **overrides})
-    return [values[name] for name in api_parameters()]
-
-
 @pytest.mark.parametrize(
     "overrides, fragment",
     [
@@ -235,23 +222,78 @@ def api_args(image: dict, **overrides) -> list:
         ({"start": "sideways"}, "start must be one of noise, invert"),
         ({"size": "huge"}, "size must be a number"),
         ({"n_patches": 2.5}, "n_patches must be a whole number"),
+        ({"steps": 10**400}, "steps must be between 1 and 500, got a number of 401 digits"),
+        ({"seed": 2**64}, "seed must be between 0 and 4294967295, got 18446744073709551616"),
+        ({"seed": float("nan")}, "seed must be a finite number"),
+        ({"randomize_seed": "yes"}, "randomize_seed must be true or false"),
     ],
-    ids=["nan", "inf", "-inf", "negative", "huge", "negative-seed", "bad-choice", "string", "fraction"],
-)
+    ids=["nan", "inf", "-inf", "negative", "huge", "negative-seed", "bad-choice", "string", "fraction", "400-digits", "seed-2**64",
+         "seed-nan", "truthy-string"],
+)  # fmt: skip
 def test_bad_numbers_through_the_raw_api(server, picture_path, overrides, fragment):
     text = call_raw(server, api_args(upload(server, picture_path), **overrides))
     assert "event: error" in text and fragment.lower() in text.lower(), text[-500:]
     assert "Traceback" not in text
 
 
+def error_message(text: str) -> str:
+    """The message of an SSE stream's error event."""
+    assert "event: error" in text, text[-300:]
+    return json.loads(text.split("event: error", 1)[1].split("data:", 1)[1].strip().splitlines()[0])["error"] or ""
+
+
+def server_paths(tmp_path: Path) -> dict[str, str]:
+    """Paths a hostile caller may name: a picture on the server's disk, nothing, a system file, a way out of the upload folder, a link out of it."""
+    upload_folder = Path(get_upload_folder())
+    upload_folder.mkdir(parents=True, exist_ok=True)
+    link = upload_folder / f"link-{tmp_path.name}.jpg"
+    link.unlink(missing_ok=True)
+    link.symlink_to(ROOT / "assets" / "astronaut.jpg")
+    return {
+        "server picture": str(ROOT / "assets" / "astronaut.jpg"),
+        "missing": str(tmp_path / "no-such-picture.png"),
+        "system file": "/etc/passwd",
+        "dot-dot": str(upload_folder / ".." / ".." / "etc" / "passwd"),
+        "link out of the upload folder": str(link),
+    }
+
+
 @pytest.mark.parametrize("parameter", ["image", "mask", "style_image"])
-def test_the_api_refuses_server_side_paths(server, picture_path, parameter):
+@pytest.mark.parametrize("meta", [True, False], ids=["with-meta", "without-meta"])
+def test_the_api_reads_no_file_a_client_did_not_upload_and_says_the_same_of_each(server, picture_path, tmp_path, parameter, meta):
+    """Whatever a path names (a picture, nothing, a system file, a way out), the answer is one and the same message, and nothing of it."""
     picture = upload(server, picture_path)
-    for path in ("/etc/passwd", str(ROOT / "app.py")):
-        smuggled = {"path": path, "meta": {"_type": "gradio.FileData"}}
+    messages = {}
+    for kind, path in server_paths(tmp_path).items():
+        smuggled = {"path": path, **({"meta": {"_type": "gradio.FileData"}} if meta else {})}
         text = call_raw(server, api_args(picture, **{parameter: smuggled}) if parameter != "image" else api_args(smuggled))
-        assert "event: error" in text, text[-300:]
-        assert "root:" not in text and "def main" not in text
+        messages[kind] = error_message(text)
+        assert "root:" not in text and "Traceback" not in text and " MB" not in text and " px" not in text, text[-300:]
+    assert len(set(messages.values())) == 1, messages  # the same words whether, or what, the file is
+    if not meta:  # our guard; with meta, Gradio's own refuses first, in its words
+        assert set(messages.values()) == {NOT_UPLOADED.format(what=PICTURE_NAMES[parameter])}
+    assert "Done" in Client(server, verbose=False).predict(image=handle_file(picture_path), prompt="ink", **FAST, api_name="/stylize")[1]
+
+
+def test_through_gradio_client_a_server_side_picture_is_unreachable(server, picture_path):
+    """gradio_client uploads a path it can read (its own file, not the server's); the server's own files,
+    named by a URL into its file route, are refused (Gradio downloads only public addresses, and those
+    files were never uploaded)."""
+    inside = f"{server}gradio_api/file={ROOT / 'assets' / 'astronaut.jpg'}"
+    with pytest.raises((AppError, ValueError, httpx.HTTPError)):
+        Client(server, verbose=False).predict(image=handle_file(inside), prompt="ink", **FAST, api_name="/stylize")
+    assert "Done" in Client(server, verbose=False).predict(image=handle_file(picture_path), prompt="ink", **FAST, api_name="/stylize")[1]
+
+
+def test_a_malformed_data_url_gets_one_line(server, picture_path):
+    text = call_raw(server, api_args({"path": "data:image/png;base64,@@@not base64@@@", "url": "data:image/png;base64,@@@not base64@@@"}))
+    message = error_message(text)
+    assert message == NOT_BASE64.format(what="picture") and len(message) < 120
+
+
+def test_a_seed_too_large_for_the_client_gets_the_range_message_not_a_cancelled_job(client, picture_path):
+    with pytest.raises(AppError, match="(?i)seed must be between 0 and 4294967295, got 18446744073709551616"):
+        client.predict(image=handle_file(picture_path), prompt="ink", seed=2**64, **FAST, api_name="/stylize")
 
 
 def test_other_jobs_files_cannot_be_fetched_by_guessing(server, worker, picture_path):
@@ -412,3 +454,38 @@ def test_the_soak_verdict_passes_steps_and_plateaus_and_fails_trends(shape, ok):
         "flat, then growing in the last third": [base + max(0.0, i - 66) * 1.5 for i in range(jobs)],
     }[shape]
     assert verdict(series).ok is ok, verdict(series)
+
+
+@pytest.mark.parametrize("size, works", [(124, True), (120, False)], ids=["at-the-limit", "below-it"])
+def test_a_thin_picture_through_the_api_works_at_the_limit_and_gets_the_limit_below_it(client, tmp_path, size, works):
+    thin = tmp_path / "thin.png"
+    make_image(16, 128).save(thin)
+    if works:
+        assert "Done" in client.predict(image=handle_file(str(thin)), prompt="ink", size=size, steps=2, api_name="/stylize")[1]
+        return
+    with pytest.raises(AppError, match="px on its short side; it needs at least 16 px: set size to 124 or more"):
+        client.predict(image=handle_file(str(thin)), prompt="ink", size=size, steps=2, api_name="/stylize")
+
+
+def test_a_server_removes_its_private_output_folder_on_a_clean_exit_and_stale_ones_at_start(tmp_path, picture_path):
+    """Ctrl-C (SIGINT) ends the app cleanly and its results' folder goes with it; a dead process's old folder goes at the next start."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    dead = temp / f"{PRIVATE_PREFIX}999999999-old"  # no process has this id
+    (dead / "job-1").mkdir(parents=True)
+    young = temp / f"{PRIVATE_PREFIX}999999998-young"
+    young.mkdir()
+    alive = temp / f"{PRIVATE_PREFIX}{os.getpid()}-running"
+    alive.mkdir()
+    hour_ago = time.time() - 3600
+    for folder in (dead, alive):
+        os.utime(folder, (hour_ago, hour_ago))
+    env = {"TMPDIR": str(temp), "STYLIZER_OUTPUT_TTL": "600"}
+    with app_process(tmp_path / "app.log", env=env) as (proc, url):
+        assert "Done" in Client(url, verbose=False).predict(image=handle_file(picture_path), prompt="ink", **FAST, api_name="/stylize")[1]
+        [own] = [f for f in temp.glob(f"{PRIVATE_PREFIX}{proc.pid}-*")]
+        assert list(own.glob("job-*/stylized.png"))
+        assert not dead.exists() and young.exists() and alive.exists()  # only a dead process's folder past its time to live goes
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) in (0, 130)  # Gradio closes the server on Ctrl-C and the app returns
+    assert not own.exists()

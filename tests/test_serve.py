@@ -17,7 +17,7 @@ from PIL import Image
 
 import app
 
-from .apphelpers import result_path
+from .apphelpers import api_args, call_raw, result_path
 
 ROOT = Path(__file__).resolve().parents[1]
 REPLICAS = 2
@@ -211,3 +211,32 @@ def test_a_replica_killed_mid_job_gives_a_clear_error_and_the_next_job_succeeds(
     while serve.status().applications[APP_NAME].deployments[DEPLOYMENT_NAME].replica_states.get("RUNNING", 0) < REPLICAS:
         assert time.monotonic() < deadline, serve.status().applications[APP_NAME].deployments[DEPLOYMENT_NAME]
         time.sleep(0.5)
+
+
+def test_the_local_ray_instance_runs_no_dashboard(ray, remote):
+    assert not ray._private.worker.global_worker.node.address_info.get("webui_url")
+
+
+def test_with_ray_a_device_file_is_refused_on_the_pages_host_before_anything_is_read(url, picture_path):
+    """{"path": "/dev/zero"} once grew the app by GBs reading it for a replica: now it is not an upload, and nothing is read."""
+    text = call_raw(url, api_args({"path": "/dev/zero"}))
+    assert "event: error" in text and "must come with the request" in text, text[-300:]
+    assert "Done" in Client(url, verbose=False).predict(image=handle_file(picture_path), **JOB, api_name="/stylize")[1]
+
+
+def test_with_ray_an_upload_over_the_cap_is_refused_by_its_size_before_it_is_read(url, tmp_path, monkeypatch):
+    """A file over STYLIZER_MAX_UPLOAD_MB in the upload folder (as if uploaded) is measured, not read, and never shipped to a replica."""
+    from gradio.utils import get_upload_folder
+
+    big = Path(get_upload_folder()) / f"big-{tmp_path.name}.png"
+    big.parent.mkdir(parents=True, exist_ok=True)
+    with open(big, "wb") as file:
+        file.truncate(64 * 2**20)  # sparse: 64 MB on paper, nothing on disk
+    read = []
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self) or b"")
+    try:
+        text = call_raw(url, api_args({"path": str(big)}))
+    finally:
+        big.unlink()
+    assert "event: error" in text and "the file is 64.0 mb; the limit is" in text.lower(), text[-300:]
+    assert big not in read

@@ -175,11 +175,13 @@ def plan_batch(sources: Sequence[str], spec: BatchSpec, overwrite: bool = False)
         overwrite: redo every input, finished or not.
 
     Raises:
-        InputError: a source that does not exist, or no image at all; ConfigError: two inputs of one name.
+        InputError: a source that does not exist, or no image at all; ConfigError: two inputs of one name,
+            or an output that would replace an input or a file this command did not write.
     """
     plan = Plan()
     images = find_images(*sources, on_other=plan.skipped.append)
     names = output_names(images)
+    refuse_overwrites(images, names, spec)
     for path in images:
         try:
             digest = file_sha256(path)
@@ -215,13 +217,44 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def refuse_overwrites(images: Sequence[Path], names: dict[Path, str], spec: BatchSpec) -> None:
+    """Refuse, before any work, a batch whose files would replace an input, or a file that is no result of this command.
+
+    A result of this command is told by its record: ``NAME.json`` itself, and the ``NAME.png`` (and
+    ``NAME.gif``) beside the record that names it. ``--overwrite`` redoes such results, and nothing else.
+
+    Raises:
+        ConfigError: naming the file and what to do.
+    """
+    inputs = {path.resolve() for path in images}
+    suffixes = (".png", ".json", ".gif") if spec.frames else (".png", ".json")
+    for path in images:
+        record = batch_record(spec.output(names[path], ".json"))
+        for suffix in suffixes:
+            target = spec.output(names[path], suffix)
+            if target.resolve() in inputs:
+                raise ConfigError(f"{target} is an input, and its result would replace it: write into another folder (-o)")
+            written = record is not None and (suffix != ".png" or Path(record.get("output", "")).name == target.name)
+            if target.exists() and not written:
+                why = "it is no record stylizer batch wrote" if suffix == ".json" else f"{names[path]}.json has no record of it"
+                raise ConfigError(
+                    f"{target} exists and is not a result of stylizer batch ({why}): move it, or write into another folder (-o)"
+                )
+
+
+def batch_record(path: Path) -> dict[str, Any] | None:
+    """The record (``NAME.json``) a batch wrote at ``path``, or None where there is none or the file is something else."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and {"input", "input_sha256", "output", "settings"} <= set(record) else None
+
+
 def is_finished(item: BatchItem, spec: BatchSpec) -> bool:
     """Whether an earlier run wrote this input's files with the same model and settings, from the same file."""
-    try:
-        record = json.loads(spec.output(item.name, ".json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if not isinstance(record, dict) or record.get("input_sha256") != item.sha256:
+    record = batch_record(spec.output(item.name, ".json"))
+    if record is None or record.get("input_sha256") != item.sha256:
         return False
     suffixes = (".png", ".gif") if spec.frames else (".png",)
     return all(record.get(key) == value for key, value in spec.identity.items()) and all(

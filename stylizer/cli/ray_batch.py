@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import ConfigError, StylizerError
+from ..serving.ray_cluster import start_or_join
 from .batch_plan import BatchItem, BatchSpec, Outcome, Outcomes, clear_partial_files
 from .batch_work import PictureWorker
 
@@ -100,7 +100,7 @@ def ray_outcomes(spec: BatchSpec, items: Sequence[BatchItem], address: str | Non
     ray = import_ray()
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, logging_level=logging.WARNING)
+        start_or_join(ray, address)
     try:
         pool = plan_actors(ray.nodes(), actors, spec.device)
         # A GPU actor sees only its own GPU, as cuda:0.

@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", required=True, help="output image path (.png, .jpg, .webp, ...)")
     parser.add_argument("--frames", metavar="GIF", help="also write the denoising trajectory as an animated GIF")
     parser.add_argument("--json", action="store_true", help="print the output path, settings and final losses as JSON")
+    parser.add_argument("--overwrite", action="store_true", help="allow -o (or --frames) to name the input itself, which is then replaced")
     add_job_options(parser)
     return parser
 
@@ -43,8 +44,10 @@ def run(args: argparse.Namespace) -> int:
     from ..request import check_request
 
     output = writable_path(args.output, tuple(SAVE_FORMATS), "output")
-    if args.frames:
-        writable_path(args.frames, (".gif",), "--frames")
+    written = [output, *([writable_path(args.frames, (".gif",), "--frames")] if args.frames else [])]
+    for path in written:
+        if not args.overwrite and same_file(path, args.input):
+            raise ConfigError(f"{path} is the input: the result would replace it; write elsewhere, or give --overwrite")
     preset = resolve_preset(args.model, args.clip)
     limits = Limits.from_env()
     pictures = {"mask": args.mask, "style_image": args.style_image}
@@ -99,11 +102,21 @@ def step_bar(config: StyleConfig) -> Iterator[dict[str, Callable[[int, int], Non
 
 
 def writable_path(text: str, suffixes: tuple[str, ...], what: str) -> Path:
-    """``text`` as a path to write, checked before any work: a known suffix and an existing folder."""
+    """``text`` as a path to write, checked before any work: a known suffix, an existing folder, and not a folder itself."""
     path = Path(text)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder: name the file to write, e.g. {path / ('result' + suffixes[0])}")
     if path.suffix.lower() not in suffixes:
         allowed = suffixes[0] if len(suffixes) == 1 else "one of " + ", ".join(suffixes)
         raise ConfigError(f"{what} {path} must end in {allowed}")
     if not path.parent.exists():
         raise ConfigError(f"{what} folder {path.parent} does not exist")
     return path
+
+
+def same_file(path: Path, other: str) -> bool:
+    """Whether ``path`` and ``other`` name one existing file (links and spellings resolved)."""
+    try:
+        return path.exists() and Path(other).exists() and path.samefile(other)
+    except OSError:
+        return False

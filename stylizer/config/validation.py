@@ -12,6 +12,8 @@ from .limits import Limits
 
 # Only a guard against abusive payloads: longer texts are accepted and cut to CLIP's context with a note.
 MAX_PROMPT_CHARS = 20_000
+# A whole number longer than this is named by its length in messages, not written out.
+WHOLE_DIGITS_SHOWN = 20
 
 
 def knob_range(knob: Knob, limits: Limits | None = None) -> tuple[float | None, float | None]:
@@ -38,7 +40,8 @@ def check_value(name: str, knob: Knob, default: Any, value: Any, limits: Limits,
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value):
+    # A whole number is always finite (math.isfinite cannot even take one over 308 digits).
+    if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{name} must be a finite number, got {value!r}")
     if isinstance(default, int):
         if value != int(value):
@@ -66,6 +69,10 @@ def check_text(name: str, text: str, may_be_empty: bool) -> str:
 
 
 def _shown(x: float | None) -> str:
+    """A bound or a value as a person reads it: whole numbers whole (4294967295, not 4.29497e+09), huge ones by their size."""
     if x is None:
         return "-"
+    if isinstance(x, int) or x.is_integer():
+        digits = str(abs(int(x)))
+        return f"a number of {len(digits)} digits" if len(digits) > WHOLE_DIGITS_SHOWN else str(int(x))
     return f"{x:g}"

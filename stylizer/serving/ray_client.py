@@ -23,6 +23,7 @@ from ..errors import StylizerError
 from ..request import Request
 from .jobs import JobUpdate, ModelInfo, check_job
 from .outputs import OutputStore
+from .ray_cluster import start_or_join
 from .ray_replica import APP_NAME, DEPLOYMENT_NAME, Shipped, build
 
 log = logging.getLogger(__name__)
@@ -86,16 +87,18 @@ class RemoteWorker:
         return dataclasses.replace(update, result=dataclasses.replace(update.result, png_path=png, gif_path=gif))
 
 
-def connect(address: str, model: str, replicas: int, *, clip: str | None = None, limits: Limits, app_name: str = APP_NAME) -> RemoteWorker:
+def connect(
+    address: str | None, model: str, replicas: int, *, clip: str | None = None, limits: Limits, app_name: str = APP_NAME
+) -> RemoteWorker:
     """Join (or start) a Ray cluster and return the page's worker, whose concurrency is the replica count.
 
     An application named ``app_name`` already running there (``serve run deploy/serve_config.yaml``)
     is used as it is; otherwise ``replicas`` replicas of ``model`` are deployed.
 
     Args:
-        address: ``local`` starts a Ray instance here; ``auto`` or ``HOST:PORT`` joins a cluster.
+        address: None starts a Ray instance here (see :mod:`stylizer.serving.ray_cluster`); ``auto`` or ``HOST:PORT`` joins a cluster.
     """
-    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+    start_or_join(ray, address)
     # No HTTP proxy: the page reaches the replicas through handles only (on a cluster already serving, Serve's own settings stay).
     serve.start(proxy_location="Disabled")
     running = serve.status().applications.get(app_name)

@@ -34,7 +34,7 @@ from ..config import PICTURE_INPUTS, Limits, StyleConfig, knobs
 from ..serving.jobs import JobRunner, ModelInfo
 from . import follow, status
 from .follow import View, user_errors
-from .inputs import as_sent, upload_payload
+from .inputs import PICTURE_NAMES, accept_upload, as_sent
 from .layout import knob_control
 from .settings import RANDOMIZE_SEED, api_parameters, settings_from_values
 
@@ -181,12 +181,13 @@ def _input_components(info: ModelInfo, limits: Limits) -> list[gr.components.Com
     for name in api_parameters():
         if name == "image" or name in PICTURE_INPUTS:
             component = gr.Image(type="filepath", image_mode=None, visible=False, label=name)
-            component.preprocess = upload_payload  # type: ignore[method-assign]
-        elif name == RANDOMIZE_SEED:
-            component = gr.Checkbox(value=False, visible=False, label=name)
+            component.preprocess = accept_upload(PICTURE_NAMES[name])  # type: ignore[method-assign]
         else:
-            component = knob_control(name, table[name], getattr(defaults, name), limits, info, visible=False)
-        if component.preprocess is not upload_payload:
+            component = (
+                gr.Checkbox(value=False, visible=False, label=name)
+                if name == RANDOMIZE_SEED
+                else knob_control(name, table[name], getattr(defaults, name), limits, info, visible=False)
+            )
             component.preprocess = as_sent  # type: ignore[method-assign]
         components.append(component)
     return components

@@ -31,7 +31,7 @@ from ..config import (
 from ..errors import StylizerError
 from ..images import load_image
 from ..serving.jobs import ModelInfo
-from .inputs import as_sent, upload_payload
+from .inputs import PICTURE_NAMES, accept_upload, as_sent
 from .settings import page_knobs
 from .stream import RESULT_LABEL
 
@@ -106,7 +106,7 @@ def build_layout(info: ModelInfo, limits: Limits, previews: bool = True) -> Page
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             image = gr.Image(label="Input image", type="filepath", image_mode=None, sources=["upload", "clipboard", "webcam"], height=320)
-            image.preprocess = upload_payload  # type: ignore[method-assign]
+            image.preprocess = accept_upload(PICTURE_NAMES["image"])  # type: ignore[method-assign]
             prepared = gr.Markdown("", elem_id="prepared")
             controls, pictures, randomize = _knob_controls(info, limits, image)
             with gr.Row():
@@ -155,7 +155,7 @@ def _knob_controls(
                             control(styled)
     with gr.Accordion("Style picture (optional)", open=False):
         gr.Markdown(STYLE_PICTURE_HELP)
-        pictures["style_image"] = _picture_input("Style picture", "style-picture")
+        pictures["style_image"] = _picture_input("style_image", "Style picture", "style-picture")
         for name in in_group[STYLE_PICTURE]:
             control(name)
     with gr.Accordion("Region to restyle (optional)", open=False):
@@ -164,7 +164,7 @@ def _knob_controls(
             label="Paint the region to restyle", type="pil", image_mode="RGBA", sources=[], layers=False,
             brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"), eraser=gr.Eraser(), transforms=(), elem_id="painter",
         )  # fmt: skip
-        pictures["mask"] = _picture_input("…or upload a mask (white: restyle, black: keep)", "mask")
+        pictures["mask"] = _picture_input("mask", "…or upload a mask (white: restyle, black: keep)", "mask")
         for row in _rows(in_group[REGION]):
             with gr.Row():
                 for name in row:
@@ -187,10 +187,10 @@ def _knob_controls(
     return controls, pictures, randomize
 
 
-def _picture_input(label: str, elem_id: str) -> gr.Image:
-    """An optional picture, passed on undecoded, so the one loader checks it (see :func:`upload_payload`)."""
+def _picture_input(name: str, label: str, elem_id: str) -> gr.Image:
+    """An optional picture, passed on undecoded, so the one loader checks it (see :func:`~stylizer.ui.inputs.accept_upload`)."""
     picture = gr.Image(label=label, type="filepath", image_mode=None, sources=["upload", "clipboard"], height=200, elem_id=elem_id)
-    picture.preprocess = upload_payload  # type: ignore[method-assign]
+    picture.preprocess = accept_upload(PICTURE_NAMES[name])  # type: ignore[method-assign]
     return picture
 
 

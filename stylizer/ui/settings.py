@@ -42,6 +42,8 @@ def api_parameters() -> list[str]:
 def settings_from_values(values: Mapping[str, Any], randomize_seed: Any) -> dict[str, Any]:
     """The knob widgets' values (and the random-seed box) as the settings a job takes; unset widgets take the defaults."""
     settings = {k: v for k, v in values.items() if v is not None}
+    if randomize_seed is not None and not isinstance(randomize_seed, bool):  # "yes" is read as neither: say so, as for every other box
+        raise gr.Error(f"{RANDOMIZE_SEED} must be true or false, got {randomize_seed!r}.", print_exception=False)
     if randomize_seed is True:
         low, high = field_range("seed")
         settings["seed"] = random.randint(int(low or 0), int(high or 0))

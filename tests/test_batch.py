@@ -93,8 +93,9 @@ def test_a_rerun_does_only_what_is_left_and_overwrite_redoes_everything(capsys, 
     assert code == 0 and report["done"] == [] and report["earlier"] == [str(p) for p in inputs]
     assert "3 done (0 now, 3 earlier)" in err and mtimes(out) == first
 
-    # As if interrupted before p1's record was written, and p2 replaced by another picture.
-    (out / "p1.json").unlink()
+    # As if interrupted after p1's first record and its picture, before its whole record; and p2 replaced by another picture.
+    record = json.loads((out / "p1.json").read_text())
+    (out / "p1.json").write_text(json.dumps({k: v for k, v in record.items() if k not in ("losses", "seconds")}))
     make_image(64, 48, seed=9).save(inputs[2])
     code, report, err = batch(capsys, str(tmp_path / "in"), "-o", str(out), *SMALL)
     assert code == 0 and report["done"] == [str(inputs[1]), str(inputs[2])] and report["earlier"] == [str(inputs[0])]
@@ -147,6 +148,16 @@ def test_refused_inputs_are_named_and_skipped_and_the_run_goes_on(capsys, tmp_pa
     for name, reason in reasons.items():
         assert f"failed: {folder / name}: {reason}" in summary
     assert sorted(p.name for p in out.iterdir()) == ["p0.json", "p0.png", "p1.json", "p1.png"]
+
+
+def test_a_picture_too_thin_for_the_size_is_named_with_the_limit_and_the_rest_are_done(capsys, tmp_path):
+    folder = tmp_path / "in"
+    make_inputs(folder, 1)
+    make_image(16, 128).save(folder / "thin.png")
+    code, report, err = batch(capsys, str(folder), "-o", str(tmp_path / "out"), *SMALL)
+    assert code == 3 and len(report["done"]) == 1, err
+    [failed] = report["failed"]
+    assert failed["input"] == str(folder / "thin.png") and "it needs at least 16 px: set size to 124 or more" in failed["reason"]
 
 
 def test_two_inputs_of_one_name_are_refused_before_any_work(capsys, tmp_path):

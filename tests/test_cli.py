@@ -127,6 +127,8 @@ def run_main(capsys, *argv):
         (write("empty.png", b""), [], "empty"),
         (write("fake.png", b"hello"), [], "not an image"),
         (None, ["--steps", "0"], "steps must be between"),
+        (None, ["--steps", "9" * 400], "steps must be between 1 and 500, got a number of 400 digits"),
+        (None, ["--seed", str(2**64)], "seed must be between 0 and 4294967295, got 18446744073709551616"),
         (None, ["--steps", "many"], "invalid int value"),
         (None, ["--mode", "slow"], "invalid choice"),
         (None, ["--w-dir", "nan"], "w_dir must be a finite number"),

@@ -248,13 +248,14 @@ def batch_record(path: Path) -> dict[str, Any] | None:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and {"input", "input_sha256", "output", "settings"} <= set(record) else None
+    return record if isinstance(record, dict) and {"input_sha256", "settings"} <= set(record) else None
 
 
 def is_finished(item: BatchItem, spec: BatchSpec) -> bool:
     """Whether an earlier run wrote this input's files with the same model and settings, from the same file."""
     record = batch_record(spec.output(item.name, ".json"))
-    if record is None or record.get("input_sha256") != item.sha256:
+    # A record without the job's time was written before the files: that run stopped before it finished.
+    if record is None or record.get("input_sha256") != item.sha256 or "seconds" not in record:
         return False
     suffixes = (".png", ".gif") if spec.frames else (".png",)
     return all(record.get(key) == value for key, value in spec.identity.items()) and all(

@@ -56,22 +56,19 @@ class PictureWorker:
         seconds = time.perf_counter() - started
         result = frames[-1]
         png = spec.output(item.name, ".png")
+        record = {"input": item.path, "input_sha256": item.sha256, "output": str(png), **spec.identity, "device": str(self.models.device)}
+        # First a record without results: the files about to be written are this command's, whatever happens next.
+        self._write_record(item, record)
         write_atomically(png, spec.token, lambda path: result.image.save(path, format="PNG"))
         if spec.frames:
             write_atomically(spec.output(item.name, ".gif"), spec.token, lambda path: save_animation([f.image for f in frames], path))
-        record = {
-            "input": item.path,
-            "input_sha256": item.sha256,
-            "output": str(png),
-            **spec.identity,
-            "device": str(self.models.device),
-            "losses": result.losses,
-            "seconds": round(seconds, 3),
-        }
-        text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
-        # The record goes last: it is what marks the picture as finished.
-        write_atomically(spec.output(item.name, ".json"), spec.token, lambda path: path.write_text(text, encoding="utf-8"))
+        # The whole record goes last: it is what marks the picture as finished.
+        self._write_record(item, {**record, "losses": result.losses, "seconds": round(seconds, 3)})
         return Outcome(item.path, True, notes=[note for note in job.notes if note not in self.shared_notes])
+
+    def _write_record(self, item: BatchItem, record: dict) -> None:
+        text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
+        write_atomically(self.spec.output(item.name, ".json"), self.spec.token, lambda path: path.write_text(text, encoding="utf-8"))
 
 
 def local_outcomes(spec: BatchSpec, items: Sequence[BatchItem]) -> Outcomes:

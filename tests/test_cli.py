@@ -148,6 +148,8 @@ def run_main(capsys, *argv):
         "empty",
         "not-image",
         "steps-range",
+        "steps-400-digits",
+        "seed-2**64",
         "steps-type",
         "mode",
         "nan",
